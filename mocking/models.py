@@ -1,0 +1,1 @@
+"""No database tables of its own."""
