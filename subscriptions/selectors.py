@@ -1,0 +1,93 @@
+"""Reads: option chains, account capacity, the instrument to subscribe by default."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from django.db.models import Count, Q, QuerySet
+from django.utils import timezone
+
+from subscriptions.models import IST, Instrument, Subscription, TradingAccount
+
+OPTION_TYPES = (Instrument.InstrumentType.CE, Instrument.InstrumentType.PE)
+
+
+@dataclass(frozen=True)
+class AccountCapacity:
+    account_id: int
+    label: str
+    capacity: int
+    used: int
+
+    @property
+    def free(self) -> int:
+        return max(self.capacity - self.used, 0)
+
+
+def option_underlyings() -> list[str]:
+    """Underlyings that have live (not delisted) options, alphabetically."""
+    return list(
+        Instrument.objects.filter(instrument_type__in=OPTION_TYPES, delisted_at__isnull=True)
+        .exclude(underlying="")
+        .values_list("underlying", flat=True)
+        .distinct()
+        .order_by("underlying")
+    )
+
+
+def option_expiries(*, underlying: str, today: dt.date | None = None) -> list[dt.date]:
+    """Expiries of an underlying's listed options, from today (IST) on, nearest first."""
+    today = today or timezone.now().astimezone(IST).date()
+    return list(
+        Instrument.objects.filter(
+            underlying=underlying,
+            instrument_type__in=OPTION_TYPES,
+            delisted_at__isnull=True,
+            expiry__gte=today,
+        )
+        .values_list("expiry", flat=True)
+        .distinct()
+        .order_by("expiry")
+    )
+
+
+def chain_instruments(*, underlying: str, expiry: dt.date) -> QuerySet[Instrument]:
+    """The listed CE/PE instruments of one chain, by strike."""
+    return Instrument.objects.filter(
+        underlying=underlying, expiry=expiry, instrument_type__in=OPTION_TYPES, delisted_at__isnull=True
+    ).order_by("strike", "instrument_type")
+
+
+def underlying_spot(*, underlying: str) -> float | None:
+    """The last price of the underlying's index (or equity) instrument, if known and positive."""
+    price = (
+        Instrument.objects.filter(underlying=underlying, instrument_type=Instrument.InstrumentType.EQ, last_price__gt=0)
+        .order_by("-segment")  # "INDICES" sorts after "BSE"/"NSE": prefer the index
+        .values_list("last_price", flat=True)
+        .first()
+    )
+    return float(price) if price else None
+
+
+def account_capacities() -> list[AccountCapacity]:
+    """Per account: capacity, and how many active subscriptions the reconciler assigned to it."""
+    accounts = TradingAccount.objects.annotate(
+        used=Count("subscriptions", filter=Q(subscriptions__is_active=True))
+    ).order_by("label")
+    return [AccountCapacity(account_id=a.pk, label=a.label, capacity=a.capacity, used=a.used) for a in accounts]
+
+
+def unassigned_active_subscriptions() -> QuerySet[Subscription]:
+    """Active subscriptions that no account streams (waiting for the reconciler, or over capacity)."""
+    return Subscription.objects.filter(is_active=True, account__isnull=True)
+
+
+def active_account_with_token(*, now: dt.datetime | None = None) -> TradingAccount | None:
+    """An active, non-mock account whose Kite token is still valid (for REST calls like the dump)."""
+    now = now or timezone.now()
+    candidates = TradingAccount.objects.filter(is_active=True, is_mock=False).exclude(access_token="")
+    candidates = candidates.filter(Q(token_expires_at__isnull=True) | Q(token_expires_at__gt=now))
+    usable = [a for a in candidates.order_by("label") if a.health != TradingAccount.Health.AUTH_FAILED]
+    usable.sort(key=lambda a: a.health != TradingAccount.Health.OK)  # healthy ones first, then by label
+    return usable[0] if usable else None
