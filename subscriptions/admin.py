@@ -1,10 +1,14 @@
 """The operator's admin: instruments, accounts (capacity, Kite login), subscriptions, holidays.
 
 Secrets never appear: TradingAccount's form has write-only inputs and no list or message shows them.
+The account and subscription lists also show the last reconcile report (what exceeds capacity, the load
+per account and connection) and, when a ticker reports, its live status per account and connection.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
 from typing import Any
 
 from django.contrib import admin, messages
@@ -16,15 +20,21 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from streaming.status import ticker_status
 from subscriptions import selectors
 from subscriptions.forms import ChainSubscribeForm, TradingAccountAdminForm
 from subscriptions.models import Instrument, MarketHoliday, Subscription, TradingAccount
 from subscriptions.services.chains import chain_subscribe
+from subscriptions.services.reconcile import last_reconcile_report
 from subscriptions.services.subscriptions import (
     subscription_create,
     subscriptions_activate,
     subscriptions_deactivate,
 )
+
+logger = logging.getLogger(__name__)
+
+OVERFLOW_SHOWN = 50  # overflowing subscriptions named on the list pages; the filter shows them all
 
 
 class DelistedFilter(admin.SimpleListFilter):
@@ -71,6 +81,22 @@ class AssignedFilter(admin.SimpleListFilter):
         if self.value() == "no":
             return queryset.filter(account__isnull=True)
         return queryset
+
+
+class ReconcileOverflowFilter(admin.SimpleListFilter):
+    """The subscriptions the last reconcile could not place: they exceed the usable capacity."""
+
+    title = "last reconcile"
+    parameter_name = "reconcile"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("overflow", "Over capacity (not streamed)")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() != "overflow":
+            return queryset
+        report = last_reconcile_report()
+        return queryset.filter(pk__in=report.overflow_subscription_ids if report else [])
 
 
 @admin.register(Instrument)
@@ -133,6 +159,87 @@ def _unassigned_context() -> dict[str, Any]:
         "unassigned_count": unassigned,
         "unassigned_url": reverse("admin:subscriptions_subscription_changelist") + "?is_active__exact=1&assigned=no",
     }
+
+
+def _epoch_to_datetime(value: Any) -> dt.datetime | None:
+    try:
+        return dt.datetime.fromtimestamp(float(value), tz=dt.UTC) if value else None
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
+
+
+def _streaming_status() -> dict[str, Any] | None:
+    """The running ticker's status shaped per account, each with its connections; None when no ticker
+    reported recently (or the status cannot be read: it is advisory, the page renders without it)."""
+    try:
+        document = ticker_status()
+    except Exception:
+        logger.warning("could not read the ticker status", exc_info=True)
+        return None
+    if not document:
+        return None
+    accounts: dict[int, dict[str, Any]] = {}
+
+    def entry(account_id: int, label: str = "", mode: str = "") -> dict[str, Any]:
+        if account_id not in accounts:
+            accounts[account_id] = {
+                "account_id": account_id,
+                "label": label or f"account {account_id}",
+                "mode": mode,
+                "health": "",
+                "connections": [],
+                "url": reverse("admin:subscriptions_tradingaccount_change", args=[account_id]),
+            }
+        return accounts[account_id]
+
+    now = timezone.now()
+    for account in document.get("accounts", []):
+        row = entry(int(account["account_id"]), account.get("label", ""), account.get("mode", ""))
+        row["health"] = account.get("health", "")
+    for conn in document.get("connections", []):
+        row = entry(int(conn["account_id"]), conn.get("label", ""), conn.get("mode", ""))
+        last_tick = _epoch_to_datetime(conn.get("last_tick_at"))
+        row["connections"].append(
+            {
+                "index": conn.get("connection_index"),
+                "mode": conn.get("mode", ""),
+                "state": conn.get("state", "unknown"),
+                "instruments": conn.get("instruments", 0),
+                "last_tick_at": last_tick,
+                "last_tick_age": (now - last_tick).total_seconds() if last_tick else None,
+                "ticks_per_second": conn.get("ticks_per_second", 0.0),
+                "reconnects": conn.get("reconnects", 0),
+                "last_error": conn.get("last_error", ""),
+            }
+        )
+    return {
+        "ticker_id": document.get("ticker_id", ""),
+        "updated_at": _epoch_to_datetime(document.get("updated_at")),
+        "accounts": sorted(accounts.values(), key=lambda a: (a["label"], a["account_id"])),
+    }
+
+
+def _reconcile_context() -> dict[str, Any]:
+    """The last reconcile report (when, what overflows, the load per account and connection) and the
+    live streaming status, for the account and subscription list pages."""
+    report = last_reconcile_report()
+    overflow: list[Subscription] = []
+    if report is not None and report.overflow_subscription_ids:
+        shown = report.overflow_subscription_ids[:OVERFLOW_SHOWN]
+        by_pk = Subscription.objects.select_related("instrument").in_bulk(shown)
+        overflow = [by_pk[pk] for pk in shown if pk in by_pk]
+    changelist = reverse("admin:subscriptions_subscription_changelist")
+    return {
+        "reconcile_report": report,
+        "reconcile_overflow": overflow,
+        "reconcile_overflow_more": max((report.overflow_count if report else 0) - len(overflow), 0),
+        "reconcile_overflow_url": f"{changelist}?{ReconcileOverflowFilter.parameter_name}=overflow",
+        "streaming_status": _streaming_status(),
+    }
+
+
+def _list_context() -> dict[str, Any]:
+    return {**_unassigned_context(), **_reconcile_context()}
 
 
 @admin.register(TradingAccount)
@@ -239,7 +346,7 @@ class TradingAccountAdmin(admin.ModelAdmin):
         return "valid (hidden)"
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
-        return super().changelist_view(request, {**_unassigned_context(), **(extra_context or {})})
+        return super().changelist_view(request, {**_list_context(), **(extra_context or {})})
 
     def change_view(
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None
@@ -289,6 +396,7 @@ class SubscriptionAdmin(admin.ModelAdmin):
         "is_active",
         "mode",
         AssignedFilter,
+        ReconcileOverflowFilter,
         "account",
         OptionUnderlyingFilter,
         "instrument__instrument_type",
@@ -345,7 +453,7 @@ class SubscriptionAdmin(admin.ModelAdmin):
         messages.success(request, f"{count} subscription(s) deactivated.")
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
-        return super().changelist_view(request, {**_unassigned_context(), **(extra_context or {})})
+        return super().changelist_view(request, {**_list_context(), **(extra_context or {})})
 
     def get_urls(self) -> list[URLPattern]:
         custom = [
