@@ -1,0 +1,32 @@
+"""The mock market: a seeded model of an NSE session that produces Kite-shaped ticks and candles.
+
+Public interface:
+- `InstrumentSpec` (spec.py): what the mock needs to know about an instrument.
+- `SessionClock`, `TradingCalendar` (clock.py): real IST time during market hours, a simulated session
+  otherwise.
+- `MockMarket`, `MarketSnapshot` (market.py): `set_instruments`, `step`, `ticks` (a TickBatch flagged
+  is_mock), `tick_dicts` (kiteconnect-shaped dicts + "is_mock"), `snapshot` (immutable, lock-free),
+  `cleanup_expired`, `candles`.
+- `mock_candles` (history.py): historical candles from the same model.
+
+Plain numpy/scipy; no Django imports.
+"""
+
+from mocking.market.clock import SESSION_SECONDS, SessionClock, TradingCalendar
+from mocking.market.history import INTERVAL_MINUTES, mock_candles
+from mocking.market.market import MarketSnapshot, MockMarket, ticks_to_kite_dicts
+from mocking.market.spec import InstrumentSpec, UnderlyingProfile, underlying_key
+
+__all__ = [
+    "INTERVAL_MINUTES",
+    "SESSION_SECONDS",
+    "InstrumentSpec",
+    "MarketSnapshot",
+    "MockMarket",
+    "SessionClock",
+    "TradingCalendar",
+    "UnderlyingProfile",
+    "mock_candles",
+    "ticks_to_kite_dicts",
+    "underlying_key",
+]
