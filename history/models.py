@@ -39,3 +39,66 @@ class Candle(models.Model):
 
     def __str__(self) -> str:
         return f"{self.instrument_id} {self.interval} {self.timestamp:%Y-%m-%d %H:%M}"
+
+
+class CandleCoverage(models.Model):
+    """A range of time already fetched for one instrument and interval, with or without candles in it
+    (illiquid contracts have empty minutes; asking again would only burn the rate limit). The
+    backfill fetches the window minus these ranges. Mock coverage does not count once a live account
+    exists, so real candles then replace mock ones."""
+
+    instrument = models.ForeignKey(Instrument, on_delete=models.CASCADE, related_name="candle_coverage")
+    interval = models.CharField(max_length=10, choices=Candle.Interval.choices)
+    start = models.DateTimeField()
+    end = models.DateTimeField()
+    is_mock = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["instrument", "interval", "start"]
+        indexes = [models.Index(fields=["instrument", "interval", "is_mock"], name="coverage_lookup_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.instrument_id} {self.interval} {self.start:%Y-%m-%d %H:%M}..{self.end:%Y-%m-%d %H:%M}"
+
+
+class BackfillRun(models.Model):
+    """One backfill, with its progress, counters and the first errors (shown in the admin)."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        PARTIAL = "partial", "Finished with errors"
+        FAILED = "failed", "Failed"
+        SKIPPED = "skipped", "Skipped (another backfill was running)"
+
+    MAX_ERRORS_KEPT = 50
+
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING, db_index=True)
+    trigger = models.CharField(max_length=64, blank=True, default="", help_text="schedule, command, subscription N")
+    source = models.CharField(max_length=16, blank=True, default="", help_text="kite or mock")
+    instruments_total = models.PositiveIntegerField(default=0)
+    instruments_done = models.PositiveIntegerField(default=0)
+    requests_planned = models.PositiveIntegerField(default=0)
+    requests_done = models.PositiveIntegerField(default=0)
+    retries = models.PositiveIntegerField(default=0)
+    candles_written = models.PositiveBigIntegerField(default=0)
+    empty_ranges = models.PositiveIntegerField(default=0)
+    errors_count = models.PositiveIntegerField(default=0)
+    errors = models.JSONField(default=list, blank=True)
+    message = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"backfill {self.pk} {self.status} {self.progress_percent}%"
+
+    @property
+    def progress_percent(self) -> int:
+        if not self.requests_planned:
+            return 100 if self.status in (self.Status.SUCCEEDED, self.Status.PARTIAL) else 0
+        return min(100, round(100 * self.requests_done / self.requests_planned))

@@ -1,0 +1,64 @@
+"""Celery tasks for subscriptions: thin adapters over the services, each behind a lock so a job never
+runs twice at once, with time limits and late acks (a lost worker's job is redelivered)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import shared_task
+from django.utils import timezone
+
+from history.locks import task_lock
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(name="subscriptions.reconcile", acks_late=True, time_limit=120, soft_time_limit=100)
+def reconcile_subscriptions() -> dict[str, Any]:
+    """Every minute: deactivate delisted/expired subscriptions and assign the rest to accounts."""
+    from subscriptions.services.reconcile import reconcile_subscriptions as reconcile
+
+    with task_lock("subscriptions.reconcile", timeout=180) as acquired:
+        if not acquired:
+            return {"skipped": "another reconcile is running"}
+        report = reconcile()
+        return {
+            "active": report.active,
+            "assigned": report.assigned,
+            "changed": report.changed,
+            "overflow": report.overflow_count,
+            "deactivated": report.deactivated,
+        }
+
+
+@shared_task(name="subscriptions.expiry_cleanup", acks_late=True, time_limit=600, soft_time_limit=540)
+def expiry_cleanup() -> dict[str, Any]:
+    """After the close: deactivate expired subscriptions (with a reason) and drop expired mock history.
+    The running ticker hears of the deactivations after commit and drops their mock-market state."""
+    from history.services.mock_cleanup import mock_history_drop_expired
+    from subscriptions.services.reconcile import deactivate_expired_subscriptions
+
+    with task_lock("subscriptions.expiry_cleanup", timeout=660) as acquired:
+        if not acquired:
+            return {"skipped": "another expiry cleanup is running"}
+        now = timezone.now()
+        deactivated = deactivate_expired_subscriptions(now=now)
+        dropped = mock_history_drop_expired(now=now)
+        return {"deactivated": deactivated, "mock_candles_dropped": dropped}
+
+
+@shared_task(name="subscriptions.instrument_sync", acks_late=True, time_limit=900, soft_time_limit=840)
+def instrument_sync() -> dict[str, Any]:
+    """08:30 IST: download Kite's instruments dump and sync the registry (needs a logged-in account)."""
+    from subscriptions.services.instruments import NoKiteAccount, instruments_sync_from_kite
+
+    with task_lock("subscriptions.instrument_sync", timeout=960) as acquired:
+        if not acquired:
+            return {"skipped": "another instrument sync is running"}
+        try:
+            report = instruments_sync_from_kite()
+        except NoKiteAccount as exc:
+            logger.warning("instrument sync skipped: %s", exc)
+            return {"skipped": str(exc)}
+        return {"summary": report.summary()}
