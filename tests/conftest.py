@@ -57,3 +57,28 @@ def redis_client():
     client.flushdb()
     yield client
     client.flushdb()
+
+
+@pytest.fixture
+def simulator():
+    """A running Kite simulator (ticker WebSocket + REST) on a free loopback port, with a fresh state:
+    the mock market (when mocking.market is importable) holding `mocking.simulator.build.sample_instruments()`
+    and one account: api_key "sim_key", api_secret "sim_secret", access_token "sim_token".
+    Yields a `mocking.simulator.server.SimulatorHandle` (.port, .http_url, .ws_url, .state, .stop())."""
+    from mocking.simulator.build import sample_state
+    from mocking.simulator.server import start_simulator
+
+    state = sample_state()
+    state.register_account("sim_key", "sim_secret", "sim_token")
+    handle = start_simulator(state)
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture(autouse=True)
+def _static_files_without_collectstatic(settings):
+    """Pages render in tests without `collectstatic`: the manifest storage (DEBUG off) is for deployments."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
