@@ -1,0 +1,391 @@
+"""The ticker loop under load (issue 5): the Kite simulator (a separate process) streams ~9,000
+instruments in full mode at one tick per second each over six connections (two accounts) to the
+ticker loop running in this process, exactly as `runticker` runs it (Kite client → columnar parser
+→ market state → chain analytics → channel layer).
+
+Figures (one JSON line each):
+- ticker CPU (% of one core) at 1 tick/s per instrument, target ≤35%;
+- tick-to-channel-layer latency p50/p99 (from a frame's arrival to the chain delta carrying it being
+  handed to the channel layer), target p99 ≤100 ms. Run twice: with the default per-chain publish
+  interval (CHAIN_PUBLISH_INTERVAL_MS, 250 ms: a tick waits for its chain's next slot, so this
+  interval bounds the latency from below by design) and with a 50 ms interval;
+- the same with Redis publishing on (a throwaway redis-server), when the binary is available;
+- ingest through the simulator at 2 ticks/s per instrument (the simulator, which shares the cores,
+  tends to run out first), and the loop's own highest sustained ingest rate: pre-packed Kite frames
+  pushed through the columnar parser, market state and chain publishing as fast as one core allows;
+- RSS of this process.
+
+The latency figures depend on what else runs on the machine: the loop is one thread, and a busy
+machine delays it (the CPU figure, process time over wall time, is robust to that; latency is not).
+
+The plan is synthetic (no database): it is handed to the loop through its `plan_loader` seam.
+`python -m benchmarks.bench_ticker --simulate PORT RATE` is the simulator child process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import emit
+
+UNDERLYINGS = (  # name, index token (segment 9), spot, strike step
+    ("NIFTY", 256265, 24000.0, 50.0),
+    ("BANKNIFTY", 260105, 52000.0, 100.0),
+    ("FINNIFTY", 257801, 23000.0, 50.0),
+    ("MIDCPNIFTY", 288009, 12000.0, 25.0),
+)
+EXPIRIES = 3
+STRIKES = 375  # per expiry: 4 underlyings x 3 expiries x 375 strikes x 2 = 9,000 options (+ 4 indices)
+ACCOUNTS = 2
+CONNECTIONS = 3
+WARMUP_S = 4.0
+MEASURE_S = 8.0
+
+
+def bench_instruments() -> list[Any]:
+    from mocking.market import InstrumentSpec
+
+    today = dt.date.today()
+    expiries = [today + dt.timedelta(days=7 * (n + 1)) for n in range(EXPIRIES)]
+    specs = []
+    exchange_token = 100_000
+    for name, index_token, spot, step in UNDERLYINGS:
+        specs.append(
+            InstrumentSpec(
+                instrument_token=index_token,
+                tradingsymbol=f"{name} INDEX",
+                underlying=name,
+                instrument_type="EQ",
+                segment="INDICES",
+                exchange="NSE",
+            )
+        )
+        for expiry in expiries:
+            first = spot - step * (STRIKES // 2)
+            for n in range(STRIKES):
+                strike = first + step * n
+                for kind in ("CE", "PE"):
+                    specs.append(
+                        InstrumentSpec(
+                            instrument_token=exchange_token * 256 + 2,
+                            tradingsymbol=f"{name}{expiry:%y%m%d}{int(strike)}{kind}",
+                            underlying=name,
+                            instrument_type=kind,
+                            strike=strike,
+                            expiry=expiry,
+                            tick_size=0.05,
+                            lot_size=75,
+                            segment="NFO-OPT",
+                            exchange="NFO",
+                        )
+                    )
+                    exchange_token += 1
+    return specs
+
+
+def bench_plan(specs: list[Any]) -> Any:
+    from subscriptions.assignment import Plan, PlannedAccount, PlannedInstrument
+
+    per_connection = -(-len(specs) // (ACCOUNTS * CONNECTIONS))
+    instruments = {}
+    for n, spec in enumerate(specs):
+        slot = n // per_connection
+        instruments[spec.instrument_token] = PlannedInstrument(
+            subscription_id=n + 1,
+            instrument_token=spec.instrument_token,
+            tradingsymbol=spec.tradingsymbol,
+            exchange=spec.exchange,
+            segment=spec.segment,
+            underlying=spec.underlying,
+            instrument_type=spec.instrument_type,
+            strike=spec.strike,
+            expiry=spec.expiry,
+            tick_size=spec.tick_size,
+            lot_size=spec.lot_size,
+            mode="full",
+            account_id=slot // CONNECTIONS + 1,
+            connection_index=slot % CONNECTIONS,
+        )
+    accounts = {
+        a: PlannedAccount(
+            account_id=a,
+            label=f"bench-{a}",
+            api_key=f"bench-key-{a}",
+            access_token=f"bench-token-{a}",
+            is_mock=False,
+            max_connections=CONNECTIONS,
+            instruments_per_connection=3000,
+            health="ok",
+            has_valid_token=True,
+        )
+        for a in range(1, ACCOUNTS + 1)
+    }
+    return Plan(instruments=instruments, accounts=accounts)
+
+
+# --- the simulator child process ------------------------------------------------------------------
+def simulate(port: int, rate: float) -> None:
+    from mocking.market import MockMarket
+    from mocking.simulator.server import start_simulator
+    from mocking.simulator.state import SimulatorState
+
+    specs = bench_instruments()
+    state = SimulatorState(ticks_per_second=rate)
+    state.market = MockMarket(seed=11, max_state=len(specs) + 100)
+    state.market.set_instruments(specs)
+    for a in range(1, ACCOUNTS + 1):
+        state.register_account(f"bench-key-{a}", "secret", f"bench-token-{a}")
+    handle = start_simulator(state, port=port)
+    print("ready", flush=True)
+    stopped = False
+
+    def stop(*_: Any) -> None:
+        nonlocal stopped
+        stopped = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    while not stopped:
+        time.sleep(0.2)
+    handle.stop()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start_simulator(rate: float) -> tuple[subprocess.Popen, int]:
+    port = _free_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.bench_ticker", "--simulate", str(port), str(rate)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    line = child.stdout.readline()
+    if "ready" not in line:
+        child.kill()
+        raise RuntimeError("the simulator did not start")
+    return child, port
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+async def _run_once(*, rate: float, publish_interval_s: float, redis_url: str | None) -> dict[str, float]:
+    from channels.layers import InMemoryChannelLayer
+
+    from streaming.snapshot_store import chain_group
+    from streaming.ticker_loop import LoopConfig, TickerLoop
+
+    specs = bench_instruments()
+    plan = bench_plan(specs)
+    child, port = _start_simulator(rate)
+    layer = InMemoryChannelLayer(capacity=1000)
+    redis = None
+    if redis_url:
+        import redis.asyncio as aioredis
+
+        redis = aioredis.Redis.from_url(redis_url)
+    config = LoopConfig(
+        mode="live",
+        ws_root=f"ws://127.0.0.1:{port}",
+        publish_interval_s=publish_interval_s,
+        greeks_interval_s=0.2,
+        backfill_on_start=False,
+        reload_check_interval_s=None,
+    )
+    loop = TickerLoop(
+        config, channel_layer=layer, redis=redis, use_redis=redis is not None, plan_loader=lambda mode: (plan, set())
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(loop.run(stop))
+    drained = 0
+
+    async def drain(channel: str) -> None:  # one browser-like reader per chain
+        nonlocal drained
+        while True:
+            await layer.receive(channel)
+            drained += 1
+
+    readers = []
+    try:
+        await asyncio.wait_for(loop.started.wait(), 30)
+        for underlying, expiry in list(loop.chains):
+            channel = await layer.new_channel()
+            await layer.group_add(chain_group(underlying, expiry), channel)
+            readers.append(asyncio.create_task(drain(channel)))
+        await asyncio.sleep(WARMUP_S)
+        loop.pending_latency.clear()
+        ticks0, cpu0, wall0 = loop.state.ticks_applied, time.process_time(), time.monotonic()
+        await asyncio.sleep(MEASURE_S)
+        ticks1, cpu1, wall1 = loop.state.ticks_applied, time.process_time(), time.monotonic()
+        latencies = np.array(loop.pending_latency) * 1000
+        return {
+            "cpu_percent": 100 * (cpu1 - cpu0) / (wall1 - wall0),
+            "ticks_per_s": (ticks1 - ticks0) / (wall1 - wall0),
+            "offered_per_s": rate * len(specs),
+            "p50_ms": float(np.percentile(latencies, 50)) if len(latencies) else float("nan"),
+            "p99_ms": float(np.percentile(latencies, 99)) if len(latencies) else float("nan"),
+            "messages": float(len(latencies)),
+            "rss_mb": _rss_mb(),
+        }
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        for reader in readers:
+            reader.cancel()
+        child.send_signal(signal.SIGTERM)
+        try:
+            child.wait(10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+
+
+async def _max_ingest(*, seconds: float = 6.0, packets_per_frame: int = 250) -> dict[str, float]:
+    """The loop's own capacity, without a simulator in the way: pre-packed Kite frames for all
+    instruments go through the columnar parser and `_on_ticks` as fast as one core allows, with
+    the flusher publishing chains at the default interval. Ticks/s here is where it falls behind."""
+    from channels.layers import InMemoryChannelLayer
+
+    from mocking.market import MockMarket
+    from streaming.kite.columnar import parse_batch
+    from streaming.kite.packer import pack_ticks
+    from streaming.ticker_loop import LoopConfig, TickerLoop
+
+    specs = bench_instruments()
+    plan = bench_plan(specs)
+    market = MockMarket(seed=3, max_state=len(specs) + 100)
+    market.set_instruments(specs)
+    tokens = np.array([spec.instrument_token for spec in specs], dtype=np.int64)
+    frames = []
+    for step in range(4):  # a few different price sets, so chains really change
+        batch = market.ticks(tokens, np.full(len(tokens), 2, dtype=np.int8), now=time.time() + step)
+        for start in range(0, len(batch.ticks), packets_per_frame):
+            frames.append(pack_ticks(batch.ticks[start : start + packets_per_frame]))
+    loop = TickerLoop(
+        LoopConfig(mode="live", backfill_on_start=False), channel_layer=InMemoryChannelLayer(), use_redis=False
+    )
+    loop.plan = plan
+    loop.state.register(tokens)
+    loop._rebuild_chains(list(plan.instruments.values()))
+    interval = loop.config.publish_interval_s
+    ticks = 0
+    cpu0, wall0 = time.process_time(), time.monotonic()
+    next_flush = wall0
+    while time.monotonic() - wall0 < seconds:
+        for frame in frames:
+            batch = parse_batch(frame, received_at=time.time(), source="bench")
+            loop._on_ticks(batch, 1, 0)
+            ticks += len(batch)
+            if time.monotonic() >= next_flush:
+                await loop.flush()
+                next_flush = time.monotonic() + interval
+            await asyncio.sleep(0)
+    wall = time.monotonic() - wall0
+    return {"ticks_per_s": ticks / wall, "cpu_percent": 100 * (time.process_time() - cpu0) / wall}
+
+
+def _redis_server() -> tuple[subprocess.Popen, str] | None:
+    binary = shutil.which("redis-server")
+    if not binary:
+        return None
+    port = _free_port()
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(0.3)
+    return process, f"redis://127.0.0.1:{port}/0"
+
+
+def _emit_run(label: str, result: dict[str, float], *, interval_ms: int) -> None:
+    common = {"scenario": label, "publish_interval_ms": interval_ms}
+    emit(f"ticker_cpu_{label}", result["cpu_percent"], "% of one core", baseline=35.0, target="<= 35", **common)
+    emit(
+        f"ticker_latency_p99_{label}",
+        result["p99_ms"],
+        "ms",
+        baseline=100.0,
+        target="<= 100",
+        p50_ms=round(result["p50_ms"], 2),
+        messages=int(result["messages"]),
+        **common,
+    )
+    emit(f"ticker_ingest_{label}", result["ticks_per_s"], "ticks/s", offered=round(result["offered_per_s"]), **common)
+
+
+def main() -> None:
+    from django.conf import settings
+
+    default_ms = settings.CHAIN_PUBLISH_INTERVAL_MS
+    result = asyncio.run(_run_once(rate=1.0, publish_interval_s=default_ms / 1000, redis_url=None))
+    _emit_run("9k_full_1tps", result, interval_ms=default_ms)
+    fast = asyncio.run(_run_once(rate=1.0, publish_interval_s=0.05, redis_url=None))
+    _emit_run("9k_full_1tps_50ms", fast, interval_ms=50)
+    redis = _redis_server()
+    if redis is not None:
+        process, url = redis
+        try:
+            with_redis = asyncio.run(_run_once(rate=1.0, publish_interval_s=default_ms / 1000, redis_url=url))
+            _emit_run("9k_full_1tps_redis", with_redis, interval_ms=default_ms)
+        finally:
+            process.kill()
+            process.wait()
+    # Through the simulator at twice the rate: the simulator (a second process on the same cores)
+    # usually runs out first, which `limited_by` says.
+    run = asyncio.run(_run_once(rate=2.0, publish_interval_s=default_ms / 1000, redis_url=None))
+    kept_up = run["ticks_per_s"] >= 0.95 * run["offered_per_s"]
+    emit(
+        "ticker_ingest_via_simulator_2tps",
+        run["ticks_per_s"],
+        "ticks/s",
+        offered=round(run["offered_per_s"]),
+        cpu_percent=round(run["cpu_percent"], 1),
+        p99_ms=round(run["p99_ms"], 1),
+        kept_up=kept_up,
+        limited_by="" if kept_up else ("ticker" if run["cpu_percent"] > 90 else "simulator"),
+    )
+    capacity = asyncio.run(_max_ingest())
+    emit(
+        "ticker_max_sustained_ingest",
+        capacity["ticks_per_s"],
+        "ticks/s",
+        cpu_percent=round(capacity["cpu_percent"], 1),
+        note="columnar parse + market state + chain publishing at the default interval, flat out, no simulator",
+    )
+    emit("ticker_rss", _rss_mb(), "MB")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) >= 4 and sys.argv[1] == "--simulate":
+        simulate(int(sys.argv[2]), float(sys.argv[3]))
+    else:
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tickerproject.settings")
+        import django
+
+        django.setup()
+        main()

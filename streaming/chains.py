@@ -1,0 +1,391 @@
+"""Option chains the ticker streams: the registry built from the plan, and each chain's live book.
+
+`build_chain_registry(instruments)` groups the planned option instruments by (underlying, expiry)
+into `ChainSpec`s (sorted strikes, the call and put token per strike, the underlying's spot token).
+`ChainBook` turns the market state into chain messages (docs/websocket.md): it recomputes the
+analytics at most every `greeks_interval_s`, numbers messages (`seq`), and keeps the latest
+snapshot so a delta carries only the sides that changed. Pure Python/numpy: no Django imports.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from streaming import greeks as pricing
+from streaming.chain_analytics import ChainAnalytics, OIHistory, compute_chain_analytics, quote_mid
+from streaming.market_state import MarketState
+
+IST = ZoneInfo("Asia/Kolkata")
+SIDE_KEYS = ("CE", "PE")
+# A side whose own data did not tick is re-sent when a Greek moved more than this (absolute, or 2%).
+GREEK_TOLERANCE = {"iv": 5e-4, "delta": 5e-3, "gamma": 1e-5, "theta": 0.05, "vega": 0.05}
+GREEK_RELATIVE_TOLERANCE = 0.02
+
+
+class InstrumentLike(Protocol):
+    instrument_token: int
+    tradingsymbol: str
+    underlying: str
+    instrument_type: str
+    strike: float
+    expiry: dt.date | None
+    segment: str
+
+
+@dataclass(frozen=True)
+class ChainSpec:
+    underlying: str
+    expiry: dt.date
+    strikes: np.ndarray  # float64, ascending, unique
+    ce_tokens: np.ndarray  # int64 per strike, 0 where the strike has no call in the plan
+    pe_tokens: np.ndarray
+    ce_symbols: tuple[str, ...]
+    pe_symbols: tuple[str, ...]
+    spot_token: int | None = None  # the index (or equity) the chain is written on, when planned
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.underlying, self.expiry.isoformat())
+
+    @property
+    def tokens(self) -> np.ndarray:
+        both = np.concatenate([self.ce_tokens, self.pe_tokens])
+        return both[both > 0]
+
+    @property
+    def expires_at(self) -> dt.datetime:
+        return dt.datetime.combine(self.expiry, dt.time(15, 30), tzinfo=IST)
+
+
+def build_chain_registry(instruments: Iterable[InstrumentLike]) -> dict[tuple[str, str], ChainSpec]:
+    """Chains from planned instruments: every CE/PE with an expiry, grouped by (underlying, expiry).
+    The spot token of an underlying is its index (segment INDICES) or else its equity."""
+    options: dict[tuple[str, dt.date], list[InstrumentLike]] = {}
+    spots: dict[str, tuple[int, int]] = {}  # underlying -> (preference, token)
+    for inst in instruments:
+        kind = inst.instrument_type
+        if kind in ("CE", "PE") and inst.expiry is not None and inst.underlying:
+            options.setdefault((inst.underlying.upper(), inst.expiry), []).append(inst)
+        elif kind == "EQ" and inst.underlying:
+            preference = 0 if inst.segment == "INDICES" else 1
+            current = spots.get(inst.underlying.upper())
+            if current is None or preference < current[0]:
+                spots[inst.underlying.upper()] = (preference, int(inst.instrument_token))
+    registry: dict[tuple[str, str], ChainSpec] = {}
+    for (underlying, expiry), items in sorted(options.items()):
+        strikes = np.array(sorted({float(i.strike) for i in items}), dtype=np.float64)
+        index = {k: n for n, k in enumerate(strikes.tolist())}
+        ce = np.zeros(len(strikes), dtype=np.int64)
+        pe = np.zeros(len(strikes), dtype=np.int64)
+        ce_sym = [""] * len(strikes)
+        pe_sym = [""] * len(strikes)
+        for inst in items:
+            n = index[float(inst.strike)]
+            if inst.instrument_type == "CE":
+                ce[n], ce_sym[n] = int(inst.instrument_token), inst.tradingsymbol
+            else:
+                pe[n], pe_sym[n] = int(inst.instrument_token), inst.tradingsymbol
+        spot = spots.get(underlying)
+        spec = ChainSpec(
+            underlying=underlying,
+            expiry=expiry,
+            strikes=strikes,
+            ce_tokens=ce,
+            pe_tokens=pe,
+            ce_symbols=tuple(ce_sym),
+            pe_symbols=tuple(pe_sym),
+            spot_token=spot[1] if spot else None,
+        )
+        registry[spec.key] = spec
+    return registry
+
+
+def _rounded(values: np.ndarray, digits: int) -> list[float | None]:
+    """Floats rounded for the wire, with None for NaN/inf (JSON has no NaN)."""
+    values = np.asarray(values, dtype=np.float64)
+    out = np.round(values, digits).tolist()
+    bad = ~np.isfinite(values)
+    if bad.any():
+        for n in np.flatnonzero(bad).tolist():
+            out[n] = None
+    return out
+
+
+def _ints(values: np.ndarray) -> list[int | None]:
+    values = np.asarray(values, dtype=np.float64)
+    out: list[int | None] = [int(v) for v in np.nan_to_num(values).tolist()]
+    bad = ~np.isfinite(values)
+    if bad.any():
+        for n in np.flatnonzero(bad).tolist():
+            out[n] = None
+    return out
+
+
+@dataclass
+class ChainBook:
+    """The live view of one chain. `update()` decides whether there is something to publish and
+    returns the delta (or None); `snapshot` is always the full, latest message."""
+
+    spec: ChainSpec
+    rate: float = 0.065
+    greeks_interval_s: float = 0.2
+    oi_window_minutes: float = 15.0
+    prev_close_oi: dict[int, float] = field(default_factory=dict)  # token -> OI at the previous close
+    seq: int = 0
+    snapshot: dict[str, Any] | None = None
+    analytics: ChainAnalytics | None = None
+    greeks_computed_at: float = 0.0  # monotonic
+    published_state_seq: int = 0  # the market state's seq the last message reflects
+    _rows: dict[str, np.ndarray] = field(default_factory=dict)
+    _spot_row: int = -1
+    _oi_history: OIHistory = field(default_factory=lambda: OIHistory(interval_s=60.0, max_age_s=4 * 3600.0))
+    _base_oi: np.ndarray | None = None
+    _sent: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # side -> field -> values last sent
+
+    def bind(self, state: MarketState) -> None:
+        """Resolve the chain's tokens to market-state rows (after the state registered them)."""
+        self._rows = {"CE": state.rows_for(self.spec.ce_tokens), "PE": state.rows_for(self.spec.pe_tokens)}
+        self._rows["CE"][self.spec.ce_tokens == 0] = -1
+        self._rows["PE"][self.spec.pe_tokens == 0] = -1
+        self._spot_row = int(state.rows_for([self.spec.spot_token])[0]) if self.spec.spot_token else -1
+        self._all_rows = np.concatenate([self._rows["CE"], self._rows["PE"], [self._spot_row]])
+        self._all_rows = self._all_rows[self._all_rows >= 0]
+
+    def changed(self, state: MarketState) -> bool:
+        """Whether any of the chain's instruments (or its spot) ticked since the last message."""
+        if not len(self._all_rows):
+            return False
+        return bool(state.version[self._all_rows].max() > self.published_state_seq)
+
+    def update(self, state: MarketState, *, now: float, monotonic: float, force: bool = False) -> dict[str, Any] | None:
+        """Recompute (greeks at most every `greeks_interval_s`) and return a delta payload, or None
+        when nothing visible changed. The snapshot is updated to include it. `force` builds the
+        first snapshot of a chain even before any of its instruments ticked."""
+        if not self.changed(state) and not (force and self.snapshot is None):
+            return None
+        spec = self.spec
+        sides = {side: self._side_arrays(state, side) for side in SIDE_KEYS}
+        spot = float(state.ticks["last_price"][self._spot_row]) if self._spot_row >= 0 else math.nan
+        t = float(pricing.time_to_expiry_years(spec.expiry, dt.datetime.fromtimestamp(now, tz=dt.UTC)))
+        recompute = self.analytics is None or monotonic - self.greeks_computed_at >= self.greeks_interval_s
+        analytics = compute_chain_analytics(
+            strikes=spec.strikes,
+            ce_price=sides["CE"]["ltp"],
+            pe_price=sides["PE"]["ltp"],
+            ce_mid=sides["CE"]["mid"],
+            pe_mid=sides["PE"]["mid"],
+            ce_oi=sides["CE"]["oi"],
+            pe_oi=sides["PE"]["oi"],
+            ce_volume=sides["CE"]["volume"],
+            pe_volume=sides["PE"]["volume"],
+            spot=spot,
+            t=t,
+            rate=self.rate,
+            with_greeks=recompute,
+        )
+        if recompute:
+            self.greeks_computed_at = monotonic
+        elif self.analytics is not None:
+            # Greeks are throttled: keep the last ones, refresh everything else.
+            analytics = ChainAnalytics(
+                **{**analytics.__dict__, "ce": self.analytics.ce, "pe": self.analytics.pe},
+            )
+        self.analytics = analytics
+        self._oi_history.record(now, sides["CE"]["oi"], sides["PE"]["oi"])
+        recent_ce, recent_pe = self._oi_history.change_since(
+            now, self.oi_window_minutes, sides["CE"]["oi"], sides["PE"]["oi"]
+        )
+        base_ce, base_pe = self._base_oi_arrays(sides)
+        inputs = {
+            "CE": (spec.ce_symbols, spec.ce_tokens, analytics.ce, base_ce, recent_ce),
+            "PE": (spec.pe_symbols, spec.pe_tokens, analytics.pe, base_pe, recent_pe),
+        }
+        first = self.snapshot is None
+        changed_sides: dict[str, dict[int, dict[str, Any]]] = {}
+        for side in SIDE_KEYS:
+            symbols, tokens, side_greeks, oi_change, recent = inputs[side]
+            exists = tokens > 0
+            if first:
+                changed = exists
+            else:
+                # A side goes out when its own data ticked, when its Greeks moved past a tolerance
+                # (the spot moves them all; tiny moves wait for the side's next tick), or when the
+                # OI-window comparison rolled over.
+                changed = exists & (
+                    state.changed_since(self._rows[side], self.published_state_seq)
+                    | self._greeks_moved(side, side_greeks)
+                    | _differs(recent, self._sent.get(side, {}).get("oi_change_recent"))
+                )
+            index = np.flatnonzero(changed)
+            if len(index):
+                dicts = self._side_dicts(symbols, tokens, sides[side], side_greeks, oi_change, recent, index)
+                changed_sides[side] = dict(zip(index.tolist(), dicts, strict=True))
+                self._remember_sent(side, side_greeks, recent, index)
+        last_tick_at = float(state.updated_at[self._all_rows].max()) if len(self._all_rows) else None
+        is_mock = bool(state.is_mock[self._all_rows].any()) if len(self._all_rows) else True
+        header = {
+            "spot": _rounded([analytics.spot], 2)[0],
+            "forward": _rounded([analytics.forward], 2)[0],
+            "atm_strike": _rounded([analytics.atm_strike], 2)[0],
+            "pcr_oi": _rounded([analytics.pcr_oi], 4)[0],
+            "pcr_volume": _rounded([analytics.pcr_volume], 4)[0],
+            "max_pain": _rounded([analytics.max_pain], 2)[0],
+            "time_to_expiry_years": _rounded([t], 6)[0],
+            "expires_at": spec.expires_at.isoformat(),
+            "last_tick_at": last_tick_at,
+            "oi_change_window_minutes": self.oi_window_minutes,
+        }
+        strikes = spec.strikes.tolist()
+        # Copy-on-write: unchanged row objects are shared with the previous snapshot (readers may
+        # still hold it), changed rows are new objects.
+        rows: list[dict[str, Any]] = [{"strike": k} for k in strikes] if first else list(self.snapshot["rows"])
+        delta_rows: list[dict[str, Any]] = []
+        touched = sorted({n for by_index in changed_sides.values() for n in by_index})
+        for n in touched:
+            row = dict(rows[n])
+            changed_row: dict[str, Any] = {"strike": strikes[n]}
+            for side in SIDE_KEYS:
+                value = changed_sides.get(side, {}).get(n)
+                if value is not None:
+                    row[side] = changed_row[side] = value
+            rows[n] = row
+            delta_rows.append(changed_row)
+        header_changed = first or self.snapshot["header"] != header
+        self.published_state_seq = state.seq
+        if not delta_rows and not header_changed:
+            return None
+        self.seq += 1
+        source = "mock" if is_mock else "live"
+        common = {"underlying": spec.underlying, "expiry": spec.expiry.isoformat(), "seq": self.seq, "ts": now}
+        self.snapshot = {**common, "source": source, "header": header, "rows": rows}
+        return {**common, "source": source, "header": header, "rows": delta_rows}
+
+    def _greeks_moved(self, side: str, side_greeks: dict[str, np.ndarray]) -> np.ndarray:
+        sent = self._sent.get(side, {})
+        moved = np.zeros(len(self.spec.strikes), dtype=bool)
+        for name, atol in GREEK_TOLERANCE.items():
+            new, old = side_greeks[name], sent.get(name)
+            if old is None:
+                moved |= np.isfinite(new)
+                continue
+            with np.errstate(invalid="ignore"):
+                moved |= (np.isnan(new) != np.isnan(old)) | (
+                    np.abs(new - old) > np.maximum(atol, GREEK_RELATIVE_TOLERANCE * np.abs(old))
+                )
+        return moved
+
+    def _remember_sent(
+        self, side: str, side_greeks: dict[str, np.ndarray], recent: np.ndarray, index: np.ndarray
+    ) -> None:
+        sent = self._sent.setdefault(side, {})
+        n = len(self.spec.strikes)
+        for name in (*GREEK_TOLERANCE, "oi_change_recent"):
+            if name not in sent:
+                sent[name] = np.full(n, np.nan)
+            source = recent if name == "oi_change_recent" else side_greeks[name]
+            sent[name][index] = source[index]
+
+    def _side_arrays(self, state: MarketState, side: str) -> dict[str, np.ndarray]:
+        rows = self._rows[side]
+        ltp = state.column("last_price", rows)
+        bid = _depth(state, rows, "bid_price")
+        ask = _depth(state, rows, "ask_price")
+        ticked = np.zeros(len(rows), dtype=bool)
+        valid = rows >= 0
+        ticked[valid] = state.version[rows[valid]] > 0
+        return {
+            "ltp": ltp,
+            "bid": bid,
+            "ask": ask,
+            "mid": quote_mid(bid, ask, ltp),
+            "close": state.column("close", rows),
+            "oi": np.where(ticked, state.column("oi", rows), np.nan),
+            "volume": np.where(ticked, state.column("volume_traded", rows), np.nan),
+            "updated_at": _updated_at(state, rows, ticked),
+            "ticked": ticked,
+        }
+
+    def _base_oi_arrays(self, sides: dict[str, dict[str, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+        """OI at the previous close: from `prev_close_oi` when known, else the first OI seen."""
+        n = len(self.spec.strikes)
+        if self._base_oi is None:
+            self._base_oi = np.full(2 * n, np.nan)
+            for k, token in enumerate(np.concatenate([self.spec.ce_tokens, self.spec.pe_tokens]).tolist()):
+                if token in self.prev_close_oi:
+                    self._base_oi[k] = self.prev_close_oi[token]
+        current = np.concatenate([sides["CE"]["oi"], sides["PE"]["oi"]])
+        fill = np.isnan(self._base_oi) & np.isfinite(current)
+        self._base_oi[fill] = current[fill]
+        return sides["CE"]["oi"] - self._base_oi[:n], sides["PE"]["oi"] - self._base_oi[n:]
+
+    @staticmethod
+    def _side_dicts(
+        symbols: tuple[str, ...],
+        tokens: np.ndarray,
+        arrays: dict[str, np.ndarray],
+        greeks: dict[str, np.ndarray],
+        oi_change: np.ndarray,
+        oi_change_recent: np.ndarray,
+        index: np.ndarray,
+    ) -> list[dict[str, Any]]:
+        """Side objects (docs/websocket.md) for the strikes at `index` (all of which have this side)."""
+        arrays = {name: values[index] for name, values in arrays.items()}
+        greeks = {name: values[index] for name, values in greeks.items()}
+        oi_change, oi_change_recent = oi_change[index], oi_change_recent[index]
+        ltp = arrays["ltp"]
+        close = arrays["close"]
+        with np.errstate(invalid="ignore"):
+            change = np.where(close > 0, ltp - close, np.nan)
+        columns = {
+            "ltp": _rounded(ltp, 2),
+            "change": _rounded(change, 2),
+            "oi": _ints(arrays["oi"]),
+            "oi_change": _ints(oi_change),
+            "oi_change_recent": _ints(oi_change_recent),
+            "volume": _ints(arrays["volume"]),
+            "iv": _rounded(greeks["iv"], 5),
+            "delta": _rounded(greeks["delta"], 4),
+            "gamma": _rounded(greeks["gamma"], 6),
+            "theta": _rounded(greeks["theta"], 3),
+            "vega": _rounded(greeks["vega"], 3),
+            "bid": _rounded(arrays["bid"], 2),
+            "ask": _rounded(arrays["ask"], 2),
+            "updated_at": _rounded(arrays["updated_at"], 3),
+        }
+        names = ["instrument_token", "tradingsymbol", *columns]
+        index_list = index.tolist()
+        return [
+            dict(zip(names, values, strict=True))
+            for values in zip(tokens[index].tolist(), [symbols[n] for n in index_list], *columns.values(), strict=True)
+        ]
+
+
+def _differs(new: np.ndarray, old: np.ndarray | None) -> np.ndarray:
+    """Elementwise "changed", with NaN equal to NaN."""
+    if old is None:
+        return np.isfinite(new)
+    with np.errstate(invalid="ignore"):
+        return (np.isnan(new) != np.isnan(old)) | ((new != old) & np.isfinite(new) & np.isfinite(old))
+
+
+def _depth(state: MarketState, rows: np.ndarray, name: str) -> np.ndarray:
+    """Best bid/ask (level 0); NaN where missing or zero (Kite sends 0 for an empty level)."""
+    values = state.ticks[name][np.maximum(rows, 0), 0].astype(np.float64)
+    values[(rows < 0) | ~(values > 0)] = np.nan
+    return values
+
+
+def _updated_at(state: MarketState, rows: np.ndarray, ticked: np.ndarray) -> np.ndarray:
+    values = state.updated_at[np.maximum(rows, 0)].astype(np.float64)
+    values[~ticked] = np.nan
+    return values
+
+
+__all__ = ["ChainBook", "ChainSpec", "build_chain_registry"]

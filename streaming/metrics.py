@@ -1,0 +1,62 @@
+"""Prometheus metrics: `/metrics/` (text exposition format).
+
+Counters and the latency histogram are updated by the ticker loop in its own process. The per
+connection gauges come from the ticker's status document (`streaming.status.ticker_status`) at scrape
+time, so a web process scraping on its own (ticker in another process, REDIS_URL set) still reports
+them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from django.http import HttpRequest, HttpResponse
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+TICKS_TOTAL = Counter("ticker_ticks_total", "Ticks applied to the market state", ["mode"])
+MALFORMED_TOTAL = Counter("ticker_malformed_packets_total", "Packets counted and skipped as malformed")
+CHAIN_MESSAGES_TOTAL = Counter("ticker_chain_messages_total", "Chain deltas sent to the channel layer")
+TICK_TO_CHANNEL_SECONDS = Histogram(
+    "ticker_tick_to_channel_seconds",
+    "From a tick's arrival to the chain delta carrying it being handed to the channel layer",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5),
+)
+
+
+class TickerStatusCollector(Collector):
+    def collect(self) -> Iterator[Metric]:
+        from streaming.status import ticker_status
+
+        status = ticker_status() or {}
+        labels = ["account", "connection", "mode"]
+        rate = GaugeMetricFamily("ticker_connection_ticks_per_second", "Ticks per second", labels=labels)
+        instruments = GaugeMetricFamily("ticker_connection_instruments", "Instruments subscribed", labels=labels)
+        reconnects = GaugeMetricFamily("ticker_connection_reconnects", "Reconnects since start", labels=labels)
+        last_tick = GaugeMetricFamily(
+            "ticker_connection_last_tick_timestamp", "Epoch s of the last tick", labels=labels
+        )
+        up = GaugeMetricFamily("ticker_connection_up", "1 when the connection streams", labels=labels)
+        for conn in status.get("connections", []):
+            key = [conn["label"], str(conn["connection_index"]), conn["mode"]]
+            rate.add_metric(key, conn["ticks_per_second"])
+            instruments.add_metric(key, conn["instruments"])
+            reconnects.add_metric(key, conn["reconnects"])
+            last_tick.add_metric(key, conn["last_tick_at"] or 0)
+            up.add_metric(key, 1.0 if conn["state"] in ("connected", "streaming") else 0.0)
+        yield from (rate, instruments, reconnects, last_tick, up)
+        alive = GaugeMetricFamily("ticker_up", "1 when a ticker reported its status recently")
+        alive.add_metric([], 1.0 if status else 0.0)
+        yield alive
+
+
+_collector = TickerStatusCollector()
+try:
+    REGISTRY.register(_collector)
+except ValueError:  # already registered (module reloaded in tests)
+    pass
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)

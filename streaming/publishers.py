@@ -1,0 +1,316 @@
+"""Where chain messages and latest ticks go: the channel layer (browsers) and Redis (other processes).
+
+`ChannelPublisher` sends `{"type": "chain.update", "kind": "delta", "chain": ...}` to the chain's
+group (`snapshot_store.chain_group`) and keeps the latest snapshot in the snapshot store, so a
+consumer can always start from a full chain (docs/websocket.md). A channel-layer failure is logged
+and counted; it never stops the loop.
+
+`RedisPublisher` writes, per chain, the snapshot JSON under `snapshot_store.chain_key`, publishes the
+delta on the chain's pub/sub channel (`chain_channel`), and keeps the latest state per instrument in
+the hash `LATEST_KEY` (field = token, value = a packed `LATEST_DTYPE` record; `read_latest()`
+decodes it). The loop only *offers* work (`offer_chain`, `offer_latest`: latest wins, nothing
+queues up); a writer task drains it in pipelines (at most one per `min_interval_s`) through E1's
+circuit breaker, so a slow or dead Redis never stalls tick processing. Whatever could not be written
+while Redis was away is re-sent in full when the breaker closes again (`resync`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import orjson
+
+from streaming.circuit_breaker import CircuitBreaker, CircuitOpenError
+from streaming.market_state import MarketState
+from streaming.snapshot_store import chain_group, chain_key, put_local_chain_snapshot
+from streaming.ticks import MODE_NAMES
+
+log = logging.getLogger(__name__)
+
+LATEST_KEY = "tp:latest"
+SNAPSHOT_TTL_S = 24 * 3600
+
+
+def chain_channel(underlying: str, expiry: str) -> str:
+    """Redis pub/sub channel carrying a chain's deltas (same JSON as the channel-layer payload)."""
+    return chain_key(underlying, expiry) + ":updates"
+
+
+def _dumps(value: Any) -> bytes:
+    """Compact JSON (orjson: ~10x the standard library on chain rows; NaN would become null)."""
+    return orjson.dumps(value)
+
+
+# The latest tick per instrument as a fixed little-endian record: packing 9,000 of them is a few
+# vectorised numpy operations, where JSON would cost ~10 µs each on the hot side of the loop.
+LATEST_DTYPE = np.dtype(
+    [
+        ("instrument_token", "<i8"),
+        ("mode", "i1"),
+        ("is_mock", "?"),
+        ("last_price", "<f8"),
+        ("close", "<f8"),
+        ("volume", "<i8"),
+        ("oi", "<i8"),
+        ("bid", "<f8"),
+        ("ask", "<f8"),
+        ("exchange_timestamp", "<i8"),
+        ("received_at", "<f8"),
+    ]
+)
+
+
+def latest_records(state: MarketState, rows: np.ndarray) -> dict[int, bytes]:
+    """The `tp:latest` values for `rows` of the market state: token -> LATEST_DTYPE record bytes."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if not len(rows):
+        return {}
+    ticks = state.ticks[rows]
+    records = np.empty(len(rows), dtype=LATEST_DTYPE)
+    for name in ("instrument_token", "mode", "last_price", "close", "oi", "exchange_timestamp"):
+        records[name] = ticks[name]
+    records["volume"] = ticks["volume_traded"]
+    records["bid"] = ticks["bid_price"][:, 0]
+    records["ask"] = ticks["ask_price"][:, 0]
+    records["is_mock"] = state.is_mock[rows]
+    records["received_at"] = state.updated_at[rows]
+    raw = records.tobytes()
+    size = LATEST_DTYPE.itemsize
+    chunks = [raw[k : k + size] for k in range(0, len(raw), size)]
+    return dict(zip(records["instrument_token"].tolist(), chunks, strict=True))
+
+
+def decode_latest(value: bytes) -> dict[str, Any]:
+    """One `tp:latest` value as a dict (NaN → None, mode as its name)."""
+    record = np.frombuffer(value, dtype=LATEST_DTYPE, count=1)[0]
+    out: dict[str, Any] = {}
+    for name in LATEST_DTYPE.names:
+        item = record[name].item()
+        if isinstance(item, float) and not np.isfinite(item):
+            item = None
+        out[name] = item
+    out["mode"] = MODE_NAMES[out["mode"]]
+    return out
+
+
+def read_latest(tokens: list[int]) -> dict[int, dict[str, Any]]:
+    """Selector for other processes: the latest tick of each token the ticker published to Redis."""
+    from streaming.redis_client import sync_redis
+
+    if not tokens:
+        return {}
+    values = sync_redis().hmget(LATEST_KEY, [str(t) for t in tokens])
+    return {t: decode_latest(v) for t, v in zip(tokens, values, strict=True) if v}
+
+
+class _SnapshotEncoder:
+    """Chain snapshot JSON, re-encoding only the rows that changed: unchanged rows are the same
+    objects from one snapshot to the next (copy-on-write in ChainBook), so their JSON is reused."""
+
+    def __init__(self) -> None:
+        self._rows: dict[tuple[str, str], list[tuple[int, bytes]]] = {}
+
+    def encode(self, snapshot: dict[str, Any]) -> bytes:
+        key = (snapshot["underlying"], snapshot["expiry"])
+        cached = self._rows.get(key, [])
+        parts: list[tuple[int, bytes]] = []
+        for n, row in enumerate(snapshot["rows"]):
+            if n < len(cached) and cached[n][0] == id(row):
+                parts.append(cached[n])
+            else:
+                parts.append((id(row), _dumps(row)))
+        self._rows[key] = parts
+        head = _dumps({k: v for k, v in snapshot.items() if k != "rows"})
+        return head[:-1] + b',"rows":[' + b",".join(p for _, p in parts) + b"]}"
+
+
+class ChannelPublisher:
+    """Chain messages to the channel layer + the in-process snapshot store."""
+
+    def __init__(self, channel_layer: Any = None, *, timeout_s: float = 2.0) -> None:
+        if channel_layer is None:
+            from channels.layers import get_channel_layer
+
+            channel_layer = get_channel_layer()
+        self.layer = channel_layer
+        self.timeout_s = timeout_s
+        self.sent = 0
+        self.failed = 0
+        self.last_error = ""
+
+    async def publish(self, *, snapshot: dict[str, Any], delta: dict[str, Any], kind: str = "delta") -> bool:
+        """Store the snapshot and send the delta (`kind="snapshot"` for a chain's first message, or
+        after its strikes changed: the payload is then whole)."""
+        underlying, expiry = snapshot["underlying"], snapshot["expiry"]
+        put_local_chain_snapshot(underlying, expiry, snapshot)
+        if self.layer is None:
+            return False
+        try:
+            await asyncio.wait_for(
+                self.layer.group_send(
+                    chain_group(underlying, expiry), {"type": "chain.update", "kind": kind, "chain": delta}
+                ),
+                timeout=self.timeout_s,
+            )
+        except Exception as exc:  # e.g. the Redis channel layer lost Redis: the next delta tries again
+            self.failed += 1
+            if self.last_error != f"{type(exc).__name__}: {exc}":
+                log.warning("channel layer send failed for %s %s: %s", underlying, expiry, exc)
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            return False
+        self.sent += 1
+        return True
+
+
+class RedisPublisher:
+    """Latest state to Redis behind a circuit breaker; see the module docstring."""
+
+    def __init__(
+        self,
+        redis: Any,  # redis.asyncio.Redis
+        *,
+        breaker: CircuitBreaker | None = None,
+        snapshots: Callable[[], list[dict[str, Any]]] | None = None,
+        all_latest: Callable[[], dict[int, bytes]] | None = None,
+        batch_latest: int = 1000,
+        min_interval_s: float = 0.1,
+    ) -> None:
+        self.redis = redis
+        self.breaker = breaker or CircuitBreaker(name="redis-publisher")
+        self.breaker.on_close = self._schedule_resync
+        self._snapshots = snapshots or (lambda: [])
+        self._all_latest = all_latest or (lambda: {})
+        self.batch_latest = batch_latest
+        self.min_interval_s = min_interval_s  # coalesce: at most one pipeline per interval
+        self._chains: dict[tuple[str, str], tuple[dict[str, Any], list[dict[str, Any]]]] = {}
+        self._latest: dict[int, bytes] = {}
+        self._encoder = _SnapshotEncoder()
+        self._wake = asyncio.Event()
+        self._missed = False  # something was not written: re-send everything on recovery
+        self._resync_requested = False
+        self.writes = 0
+        self.skipped = 0
+        self.resyncs = 0
+        self.last_write_at: float | None = None
+
+    # --- the loop's side: cheap, never blocks -------------------------------------------------
+    def offer_chain(self, *, snapshot: dict[str, Any], delta: dict[str, Any]) -> None:
+        key = (snapshot["underlying"], snapshot["expiry"])
+        pending = self._chains.get(key)
+        deltas = [*pending[1], delta] if pending else [delta]
+        if len(deltas) > 20:  # Redis is behind: subscribers resync from the snapshot (seq gap)
+            deltas = deltas[-20:]
+        self._chains[key] = (snapshot, deltas)
+        self._wake.set()
+
+    def offer_latest(self, records: dict[int, bytes]) -> None:
+        if records:
+            self._latest.update(records)
+            self._wake.set()
+
+    # --- the writer task ----------------------------------------------------------------------
+    async def run(self) -> None:
+        """Drain offered work into Redis until cancelled."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            started = time.monotonic()
+            await self.flush()
+            await asyncio.sleep(max(self.min_interval_s - (time.monotonic() - started), 0.0))
+            if self._chains or self._latest:
+                # Work is waiting but could not go out (breaker open): check again shortly.
+                await asyncio.sleep(0.2)
+                self._wake.set()
+
+    async def flush(self) -> bool:
+        """Write what is pending; True when it all went out."""
+        if self._resync_requested:
+            self._resync_requested = False
+            self._queue_everything()
+        if not (self._chains or self._latest):
+            return True
+        if not self.breaker.allow():
+            self._drop_pending_while_down()
+            return False
+        chains, self._chains = self._chains, {}
+        latest, self._latest = self._latest, {}
+        try:
+            await self.breaker.call(self._write, chains, latest)
+        except CircuitOpenError:
+            self._missed = True
+            self.skipped += 1
+            return False
+        except Exception as exc:
+            self._missed = True
+            self.skipped += 1
+            log.warning("redis publish failed (%s); state is re-sent when Redis answers", exc)
+            return False
+        self.writes += 1
+        self.last_write_at = time.time()
+        return True
+
+    async def _write(self, chains: dict, latest: dict[int, bytes]) -> None:
+        # Several small pipelines rather than one big one: packing a command is synchronous work
+        # in the event loop, and the ticks must keep flowing meanwhile.
+        pipe = self.redis.pipeline(transaction=False)
+        for (underlying, expiry), (snapshot, deltas) in chains.items():
+            pipe.set(chain_key(underlying, expiry), self._encoder.encode(snapshot), ex=SNAPSHOT_TTL_S)
+            channel = chain_channel(underlying, expiry)
+            for delta in deltas:
+                pipe.publish(channel, _dumps(delta))
+        if chains:
+            await pipe.execute()
+        items = list(latest.items())
+        for start in range(0, len(items), self.batch_latest):
+            await self.redis.hset(LATEST_KEY, mapping=dict(items[start : start + self.batch_latest]))
+
+    def _drop_pending_while_down(self) -> None:
+        # While the breaker is open nothing is kept: the resync on recovery sends the full state.
+        if self._chains or self._latest:
+            self._missed = True
+            self.skipped += 1
+        self._chains.clear()
+        self._latest.clear()
+
+    def _schedule_resync(self) -> None:
+        if self._missed:
+            self._resync_requested = True
+            self._wake.set()
+
+    def _queue_everything(self) -> None:
+        self._missed = False
+        self.resyncs += 1
+        for snapshot in self._snapshots():
+            key = (snapshot["underlying"], snapshot["expiry"])
+            self._chains[key] = (snapshot, self._chains.get(key, (None, []))[1])
+        self._latest.update(self._all_latest())
+        log.info("redis is back: re-sending %d chains and %d instruments", len(self._chains), len(self._latest))
+
+    def status(self) -> dict[str, Any]:
+        breaker = self.breaker.status()
+        return {
+            "breaker": breaker.state,
+            "breaker_opened": breaker.opened,
+            "writes": self.writes,
+            "skipped": self.skipped,
+            "resyncs": self.resyncs,
+            "last_write_at": self.last_write_at,
+            "last_error": breaker.last_error,
+        }
+
+
+__all__ = [
+    "LATEST_DTYPE",
+    "LATEST_KEY",
+    "ChannelPublisher",
+    "RedisPublisher",
+    "chain_channel",
+    "decode_latest",
+    "latest_records",
+    "read_latest",
+]

@@ -1,0 +1,141 @@
+"""What the running ticker is doing, per account and connection, for the admin, the API and metrics.
+
+The ticker loop owns a `StatusBoard` and calls `record_ticks()` on the hot path (two additions and
+an exponential rate estimate per batch: no per-tick work). Once a second it `publish()`es a JSON
+document: into Redis (`STATUS_KEY`, with a TTL so a dead ticker's status expires) when REDIS_URL is
+set, and always into this process, where `ticker_status()` (the selector) reads it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+STATUS_KEY = "tp:ticker:status"
+STATUS_TTL_S = 15
+RATE_WINDOW_S = 5.0  # time constant of the ticks/s estimate
+
+_local_status: dict[str, Any] | None = None
+
+
+@dataclass
+class ConnectionStatus:
+    account_id: int
+    label: str
+    connection_index: int
+    mode: str  # live | mock
+    instruments: int = 0
+    ticks: int = 0
+    last_tick_at: float | None = None
+    ticks_per_second: float = 0.0
+    _rate_at: float = 0.0
+
+    def record(self, count: int, at: float) -> None:
+        self.ticks += count
+        if self._rate_at:
+            elapsed = max(at - self._rate_at, 1e-6)
+            alpha = 1.0 - math.exp(-elapsed / RATE_WINDOW_S)
+            self.ticks_per_second += alpha * (count / elapsed - self.ticks_per_second)
+        self._rate_at = at
+        self.last_tick_at = at
+
+    def decayed_rate(self, now: float) -> float:
+        """The rate, decayed for the time since the last tick (a silent connection drops to 0)."""
+        if not self._rate_at:
+            return 0.0
+        return self.ticks_per_second * math.exp(-max(now - self._rate_at, 0.0) / RATE_WINDOW_S)
+
+
+@dataclass
+class StatusBoard:
+    started_at: float = field(default_factory=time.time)
+    ticker_id: str = ""
+    connections: dict[tuple[int, int], ConnectionStatus] = field(default_factory=dict)
+    accounts: dict[int, dict[str, Any]] = field(default_factory=dict)  # id -> label, mode, health, error
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def set_connection(
+        self, *, account_id: int, label: str, connection_index: int, mode: str, instruments: int
+    ) -> ConnectionStatus:
+        key = (account_id, connection_index)
+        status = self.connections.get(key)
+        if status is None:
+            status = self.connections[key] = ConnectionStatus(account_id, label, connection_index, mode)
+        status.mode, status.instruments, status.label = mode, instruments, label
+        return status
+
+    def drop_connection(self, account_id: int, connection_index: int) -> None:
+        self.connections.pop((account_id, connection_index), None)
+
+    def record_ticks(self, account_id: int, connection_index: int, count: int, at: float) -> None:
+        status = self.connections.get((account_id, connection_index))
+        if status is not None:
+            status.record(count, at)
+
+    def as_dict(self, *, sources: dict[tuple[int, int], dict[str, Any]] | None = None) -> dict[str, Any]:
+        now = time.time()
+        connections = []
+        for key, conn in sorted(self.connections.items()):
+            source = (sources or {}).get(key, {})
+            connections.append(
+                {
+                    "account_id": conn.account_id,
+                    "label": conn.label,
+                    "connection_index": conn.connection_index,
+                    "mode": conn.mode,
+                    "state": source.get("state", "unknown"),
+                    "instruments": conn.instruments,
+                    "ticks": conn.ticks,
+                    "ticks_per_second": round(conn.decayed_rate(now), 2),
+                    "last_tick_at": conn.last_tick_at,
+                    "reconnects": source.get("reconnects", 0),
+                    "malformed": source.get("malformed", {}),
+                    "last_error": source.get("last_error", ""),
+                }
+            )
+        return {
+            "ticker_id": self.ticker_id,
+            "started_at": self.started_at,
+            "updated_at": now,
+            "accounts": [{"account_id": k, **v} for k, v in sorted(self.accounts.items())],
+            "connections": connections,
+            **self.extra,
+        }
+
+
+def publish_local(document: dict[str, Any]) -> None:
+    global _local_status
+    _local_status = document
+
+
+async def publish_redis(redis: Any, document: dict[str, Any]) -> None:
+    await redis.set(STATUS_KEY, json.dumps(document, default=str), ex=STATUS_TTL_S)
+
+
+def ticker_status() -> dict[str, Any] | None:
+    """The latest status of the running ticker (this process, else Redis), or None when no ticker
+    reported in the last STATUS_TTL_S seconds."""
+    if _local_status is not None and time.time() - _local_status.get("updated_at", 0) < STATUS_TTL_S:
+        return _local_status
+    from django.conf import settings
+
+    if settings.REDIS_URL:
+        try:
+            from streaming.redis_client import sync_redis
+
+            raw = sync_redis().get(STATUS_KEY)
+        except Exception as exc:
+            log.warning("could not read the ticker status from Redis: %s", exc)
+            return None
+        if raw:
+            return json.loads(raw)
+    return None
+
+
+__all__ = ["STATUS_KEY", "ConnectionStatus", "StatusBoard", "publish_local", "publish_redis", "ticker_status"]

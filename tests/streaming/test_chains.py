@@ -1,0 +1,163 @@
+"""Chain registry and the chain book that turns market state into chain messages."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from streaming import greeks as pricing
+from streaming.chains import ChainBook, build_chain_registry
+from streaming.market_state import MarketState
+from streaming.ticks import MODE_FULL, MODE_LTP, TickBatch, empty_ticks
+
+EXPIRY = dt.date(2026, 12, 1)
+NOW = dt.datetime(2026, 11, 24, 6, 0, tzinfo=dt.UTC).timestamp()
+
+
+@dataclass
+class Inst:
+    instrument_token: int
+    tradingsymbol: str
+    underlying: str
+    instrument_type: str
+    strike: float
+    expiry: dt.date | None
+    segment: str
+
+
+def _instruments():
+    items = [Inst(256265, "NIFTY 50", "NIFTY", "EQ", 0.0, None, "INDICES")]
+    for n, strike in enumerate(range(23800, 24201, 100)):
+        items.append(Inst(1000 + 2 * n, f"NIFTY{strike}CE", "NIFTY", "CE", float(strike), EXPIRY, "NFO-OPT"))
+        items.append(Inst(1001 + 2 * n, f"NIFTY{strike}PE", "NIFTY", "PE", float(strike), EXPIRY, "NFO-OPT"))
+    items.append(Inst(5000, "BANKNIFTY X", "BANKNIFTY", "CE", 50000.0, EXPIRY, "NFO-OPT"))
+    items.append(Inst(6000, "NIFTY FUT", "NIFTY", "FUT", 0.0, EXPIRY, "NFO-FUT"))
+    return items
+
+
+def _full_ticks(state_tokens, prices, oi, at):
+    ticks = empty_ticks(len(state_tokens))
+    ticks["instrument_token"] = state_tokens
+    ticks["mode"] = MODE_FULL
+    ticks["last_price"] = prices
+    ticks["close"] = np.asarray(prices) - 1.0
+    ticks["oi"] = oi
+    ticks["volume_traded"] = 10_000
+    ticks["bid_price"][:, 0] = np.asarray(prices) - 0.05
+    ticks["ask_price"][:, 0] = np.asarray(prices) + 0.05
+    return TickBatch(ticks=ticks, received_at=at, is_mock=True)
+
+
+def _priced_batch(spec, spot, at, oi=1000):
+    t = pricing.time_to_expiry_years(EXPIRY, dt.datetime.fromtimestamp(at, tz=dt.UTC))
+    ce = np.round(pricing.bsm_price(spot, spec.strikes, t, 0.065, 0.0, 0.15, True), 2)
+    pe = np.round(pricing.bsm_price(spot, spec.strikes, t, 0.065, 0.0, 0.15, False), 2)
+    tokens = np.concatenate([[256265], spec.ce_tokens, spec.pe_tokens])
+    prices = np.concatenate([[spot], ce, pe])
+    return _full_ticks(tokens, prices, oi, at)
+
+
+def test_registry_groups_options_by_underlying_and_expiry():
+    registry = build_chain_registry(_instruments())
+    assert set(registry) == {("NIFTY", "2026-12-01"), ("BANKNIFTY", "2026-12-01")}
+    nifty = registry[("NIFTY", "2026-12-01")]
+    assert nifty.strikes.tolist() == [23800.0, 23900.0, 24000.0, 24100.0, 24200.0]
+    assert nifty.ce_tokens.tolist() == [1000, 1002, 1004, 1006, 1008]
+    assert nifty.pe_symbols[2] == "NIFTY24000PE"
+    assert nifty.spot_token == 256265
+    assert registry[("BANKNIFTY", "2026-12-01")].spot_token is None
+    assert registry[("BANKNIFTY", "2026-12-01")].pe_tokens.tolist() == [0]
+
+
+def test_book_publishes_snapshot_then_only_changed_sides():
+    spec = build_chain_registry(_instruments())[("NIFTY", "2026-12-01")]
+    state = MarketState([256265, *spec.tokens.tolist()])
+    book = ChainBook(spec=spec, greeks_interval_s=100.0)  # greeks (which move with time) stay put here
+    book.bind(state)
+    assert book.update(state, now=NOW, monotonic=1.0) is None  # nothing ticked yet
+
+    state.apply(_priced_batch(spec, 24010.0, NOW))
+    first = book.update(state, now=NOW, monotonic=1.0)
+    assert first["seq"] == 1 and first["source"] == "mock"
+    assert len(first["rows"]) == 5 and all("CE" in r and "PE" in r for r in first["rows"])
+    header = first["header"]
+    assert header["spot"] == 24010.0 and header["atm_strike"] == 24000.0
+    assert abs(first["rows"][2]["CE"]["iv"] - 0.15) < 0.01
+    assert first["rows"][2]["CE"]["change"] == 1.0
+    json.dumps(book.snapshot)  # strictly JSON: no NaN
+    assert book.update(state, now=NOW, monotonic=1.1) is None  # no tick, nothing to say
+
+    # One put ticks (LTP only): the delta carries that side alone, the snapshot all of them.
+    ticks = empty_ticks(1)
+    ticks["instrument_token"] = spec.pe_tokens[0]
+    ticks["mode"] = MODE_LTP
+    ticks["last_price"] = 30.0
+    state.apply(TickBatch(ticks=ticks, received_at=NOW + 1, is_mock=True))
+    delta = book.update(state, now=NOW + 1, monotonic=2.0)
+    assert delta["seq"] == 2
+    assert [(r["strike"], sorted(k for k in r if k != "strike")) for r in delta["rows"]] == [(23800.0, ["PE"])]
+    assert delta["rows"][0]["PE"]["ltp"] == 30.0
+    assert book.snapshot["seq"] == 2 and len(book.snapshot["rows"]) == 5
+    assert book.snapshot["rows"][0]["PE"]["ltp"] == 30.0
+
+
+def test_greeks_are_throttled_per_chain():
+    spec = build_chain_registry(_instruments())[("NIFTY", "2026-12-01")]
+    state = MarketState([256265, *spec.tokens.tolist()])
+    book = ChainBook(spec=spec, greeks_interval_s=10.0)
+    book.bind(state)
+    state.apply(_priced_batch(spec, 24010.0, NOW))
+    book.update(state, now=NOW, monotonic=100.0)
+    iv_before = book.snapshot["rows"][2]["CE"]["iv"]
+    delta_before = book.snapshot["rows"][2]["CE"]["delta"]
+    state.apply(_priced_batch(spec, 24300.0, NOW + 1))  # prices move a lot
+    book.update(state, now=NOW + 1, monotonic=101.0)  # within the interval: greeks kept
+    assert book.snapshot["rows"][2]["CE"]["iv"] == iv_before
+    assert book.snapshot["header"]["spot"] == 24300.0
+    book.update(state, now=NOW + 1, monotonic=111.0)  # nothing new ticked: no recompute either
+    state.apply(_priced_batch(spec, 24300.0, NOW + 2))
+    book.update(state, now=NOW + 2, monotonic=111.0)
+    assert book.snapshot["rows"][2]["CE"]["delta"] > delta_before + 0.15
+
+
+def test_oi_change_against_previous_close():
+    spec = build_chain_registry(_instruments())[("NIFTY", "2026-12-01")]
+    state = MarketState([256265, *spec.tokens.tolist()])
+    book = ChainBook(spec=spec, prev_close_oi={int(spec.ce_tokens[0]): 400.0})
+    book.bind(state)
+    state.apply(_priced_batch(spec, 24010.0, NOW, oi=1000))
+    book.update(state, now=NOW, monotonic=1.0)
+    state.apply(_priced_batch(spec, 24010.0, NOW + 5, oi=1300))
+    book.update(state, now=NOW + 5, monotonic=2.0)
+    rows = book.snapshot["rows"]
+    assert rows[0]["CE"]["oi_change"] == 900  # against the known previous close
+    assert rows[1]["CE"]["oi_change"] == 300  # against the first OI seen this session
+
+
+def test_deltas_carry_quiet_sides_only_when_their_greeks_moved():
+    spec = build_chain_registry(_instruments())[("NIFTY", "2026-12-01")]
+    state = MarketState([256265, *spec.tokens.tolist()])
+    book = ChainBook(spec=spec, greeks_interval_s=0.0)
+    book.bind(state)
+    state.apply(_priced_batch(spec, 24010.0, NOW))
+    book.update(state, now=NOW, monotonic=1.0)
+
+    def index_tick(spot, at):
+        ticks = empty_ticks(1)
+        ticks["instrument_token"] = 256265
+        ticks["mode"] = MODE_LTP
+        ticks["last_price"] = spot
+        state.apply(TickBatch(ticks=ticks, received_at=at, is_mock=True))
+
+    index_tick(24010.05, NOW)  # a tiny move of the index only: Greeks barely change
+    small = book.update(state, now=NOW, monotonic=2.0)
+    assert small is not None and small["rows"] == []  # header refreshed, no side re-sent
+    assert small["header"]["spot"] == 24010.05
+    index_tick(24150.0, NOW)  # a real move: every side's delta/gamma moves past the tolerance
+    big = book.update(state, now=NOW, monotonic=3.0)
+    assert len(big["rows"]) == 5 and all("CE" in r and "PE" in r for r in big["rows"])
+    # The snapshot always holds what was last sent, and rows not in a delta are the same objects.
+    assert book.snapshot["rows"][0]["CE"] is big["rows"][0]["CE"]

@@ -1,0 +1,149 @@
+"""Publishers: the channel layer gets every delta; Redis gets the latest state behind the breaker,
+and everything missed during an outage is re-sent when Redis answers again."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+
+import numpy as np
+import pytest
+import redis.asyncio as aioredis
+from channels.layers import InMemoryChannelLayer
+
+from streaming.circuit_breaker import CircuitBreaker
+from streaming.market_state import MarketState
+from streaming.publishers import (
+    LATEST_KEY,
+    ChannelPublisher,
+    RedisPublisher,
+    _SnapshotEncoder,
+    chain_channel,
+    decode_latest,
+    latest_records,
+)
+from streaming.snapshot_store import chain_group, chain_key, get_chain_snapshot
+from streaming.ticks import MODE_FULL, TickBatch, empty_ticks
+from tests.streaming.ticker_support import RedisServer
+
+
+def _chain(seq: int, ltp: float = 10.0) -> dict:
+    return {
+        "underlying": "NIFTY",
+        "expiry": "2026-12-01",
+        "seq": seq,
+        "ts": 1.0,
+        "source": "mock",
+        "header": {"spot": 24000.0},
+        "rows": [{"strike": 24000.0, "CE": {"instrument_token": 1, "ltp": ltp}}],
+    }
+
+
+async def test_channel_publisher_sends_to_the_chain_group_and_stores_the_snapshot():
+    layer = InMemoryChannelLayer()
+    channel = await layer.new_channel()
+    await layer.group_add(chain_group("NIFTY", "2026-12-01"), channel)
+    publisher = ChannelPublisher(layer)
+    assert await publisher.publish(snapshot=_chain(3), delta=_chain(3), kind="snapshot")
+    message = await asyncio.wait_for(layer.receive(channel), 1)
+    assert message == {"type": "chain.update", "kind": "snapshot", "chain": _chain(3)}
+    assert get_chain_snapshot("NIFTY", "2026-12-01")["seq"] == 3
+
+
+async def test_channel_publisher_failure_is_counted_not_raised():
+    class Broken:
+        async def group_send(self, group, message):
+            raise ConnectionError("layer down")
+
+    publisher = ChannelPublisher(Broken())
+    assert not await publisher.publish(snapshot=_chain(1), delta=_chain(1))
+    assert publisher.failed == 1
+
+
+def test_latest_records_round_trip_without_nan():
+    state = MarketState([7, 8])
+    ticks = empty_ticks(1)
+    ticks["instrument_token"] = 7
+    ticks["mode"] = MODE_FULL
+    ticks["last_price"] = 101.5
+    ticks["oi"] = 42
+    state.apply(TickBatch(ticks=ticks, received_at=5.0, is_mock=True))
+    records = latest_records(state, state.rows_for([7, 8]))
+    first = decode_latest(records[7])
+    assert first["last_price"] == 101.5 and first["oi"] == 42 and first["is_mock"] is True
+    assert first["mode"] == "full" and first["received_at"] == 5.0
+    assert first["bid"] is None  # NaN decodes to None
+    assert decode_latest(records[8])["last_price"] is None
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs the redis-server binary")
+async def test_redis_publisher_survives_an_outage_and_resyncs():
+    server = RedisServer()
+    server.start()
+    redis = aioredis.Redis.from_url(server.url, socket_timeout=0.5, socket_connect_timeout=0.5)
+    check = aioredis.Redis.from_url(server.url, socket_timeout=0.5, socket_connect_timeout=0.5)
+    snapshots = {"NIFTY": _chain(1)}
+    latest = {1: b"one"}
+    breaker = CircuitBreaker(name="test", failure_threshold=1, reset_timeout_s=0.2, call_timeout_s=0.5)
+    publisher = RedisPublisher(
+        redis, breaker=breaker, snapshots=lambda: list(snapshots.values()), all_latest=lambda: dict(latest)
+    )
+    pubsub = check.pubsub()
+    await pubsub.subscribe(chain_channel("NIFTY", "2026-12-01"))
+    await pubsub.get_message(timeout=1)  # the subscribe confirmation
+    try:
+        publisher.offer_chain(snapshot=_chain(1), delta=_chain(1))
+        publisher.offer_latest(latest)
+        assert await publisher.flush()
+        assert json.loads(await check.get(chain_key("NIFTY", "2026-12-01")))["seq"] == 1
+        assert await check.hget(LATEST_KEY, "1") == b"one"
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+        assert json.loads(message["data"])["seq"] == 1
+
+        server.stop()
+        await pubsub.aclose()
+        # While Redis is down: the first write fails and opens the breaker; later ones return at once.
+        snapshots["NIFTY"] = _chain(2, ltp=20.0)
+        latest[1] = b"two"
+        publisher.offer_chain(snapshot=snapshots["NIFTY"], delta=_chain(2, ltp=20.0))
+        assert not await publisher.flush()
+        assert breaker.state == "open"
+        publisher.offer_latest({1: latest[1]})
+        assert not await publisher.flush()  # refused by the open breaker, not waited on
+        assert publisher.skipped >= 2
+
+        server.start()  # an empty Redis: everything must be re-sent
+        await asyncio.sleep(0.25)  # past the reset time: the next write is the half-open probe
+        publisher.offer_latest({2: b"three"})
+        assert await publisher.flush()  # the probe succeeds and closes the breaker ...
+        await asyncio.sleep(0)  # ... whose hook asks for a re-sync
+        assert await publisher.flush()
+        assert publisher.resyncs == 1
+        assert json.loads(await check.get(chain_key("NIFTY", "2026-12-01")))["seq"] == 2
+        assert await check.hget(LATEST_KEY, "1") == b"two"
+    finally:
+        await redis.aclose()
+        await check.aclose()
+        server.stop()
+
+
+def test_latest_records_for_many_rows_is_vectorised_input():
+    state = MarketState(np.arange(1, 1001))
+    ticks = empty_ticks(1000)
+    ticks["instrument_token"] = np.arange(1, 1001)
+    ticks["last_price"] = np.linspace(1, 2, 1000)
+    state.apply(TickBatch(ticks=ticks, received_at=1.0))
+    records = latest_records(state, np.arange(1000))
+    assert len(records) == 1000 and decode_latest(records[1000])["last_price"] == 2.0
+
+
+def test_snapshot_encoder_reuses_unchanged_rows_and_stays_exact():
+    encoder = _SnapshotEncoder()
+    rows = [{"strike": float(k), "CE": {"ltp": k}} for k in range(5)]
+    snapshot = {"underlying": "NIFTY", "expiry": "2026-12-01", "seq": 1, "rows": rows}
+    assert json.loads(encoder.encode(snapshot)) == snapshot
+    changed = list(rows)
+    changed[2] = {"strike": 2.0, "CE": {"ltp": 99}}
+    second = {**snapshot, "seq": 2, "rows": changed}
+    assert json.loads(encoder.encode(second)) == second

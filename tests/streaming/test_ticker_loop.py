@@ -1,0 +1,237 @@
+"""The ticker loop in process: mock market → market state → chain deltas on the channel layer."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+
+import pytest
+from channels.layers import InMemoryChannelLayer
+
+from streaming.snapshot_store import chain_group, get_chain_snapshot
+from streaming.status import ticker_status
+from streaming.ticker_loop import LoopConfig, TickerLoop, account_mode, is_market_open
+from tests.streaming.ticker_support import close_db_connections, make_account, make_chain
+
+IST = dt.timezone(dt.timedelta(hours=5, minutes=30))
+
+
+@pytest.mark.parametrize(
+    ("moment", "holidays", "expected"),
+    [
+        (dt.datetime(2026, 11, 24, 9, 15, tzinfo=IST), (), True),  # Tuesday, the open
+        (dt.datetime(2026, 11, 24, 9, 14, 59, tzinfo=IST), (), False),
+        (dt.datetime(2026, 11, 24, 15, 29, 59, tzinfo=IST), (), True),
+        (dt.datetime(2026, 11, 24, 15, 30, tzinfo=IST), (), False),  # the close
+        (dt.datetime(2026, 11, 28, 11, 0, tzinfo=IST), (), False),  # Saturday
+        (dt.datetime(2026, 11, 24, 11, 0, tzinfo=IST), (dt.date(2026, 11, 24),), False),  # holiday
+        (dt.datetime(2026, 11, 24, 5, 0, tzinfo=dt.UTC), (), True),  # 10:30 IST given in UTC
+    ],
+)
+def test_market_hours(moment, holidays, expected):
+    assert is_market_open(moment, holidays) is expected
+
+
+def test_account_mode_rules():
+    open_ = {"has_valid_token": True, "market_open": True}
+    assert account_mode(forced="auto", is_mock=False, **open_) == "live"
+    assert account_mode(forced="auto", is_mock=False, has_valid_token=True, market_open=False) == "mock"
+    assert account_mode(forced="auto", is_mock=False, has_valid_token=False, market_open=True) == "mock"
+    assert account_mode(forced="auto", is_mock=True, **open_) == "mock"
+    assert account_mode(forced="live", is_mock=False, has_valid_token=False, market_open=False) == "live"
+    assert account_mode(forced="live", is_mock=True, **open_) == "mock"
+    assert account_mode(forced="mock", is_mock=False, **open_) == "mock"
+    with pytest.raises(ValueError):
+        account_mode(forced="paper", is_mock=False, **open_)
+
+
+async def _receive(layer, channel, within=5.0):
+    return await asyncio.wait_for(layer.receive(channel), timeout=within)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_mock_mode_streams_chain_deltas_to_the_channel_layer():
+    from asgiref.sync import sync_to_async
+
+    def setup():
+        make_account("Mock market", is_mock=True)
+        return make_chain(strikes=7)
+
+    instruments = await sync_to_async(setup)()
+    expiry = next(i.expiry for i in instruments if i.expiry)
+    layer = InMemoryChannelLayer()
+    channel = await layer.new_channel()
+    await layer.group_add(chain_group("NIFTY", expiry.isoformat()), channel)
+
+    config = LoopConfig(
+        mode="mock",
+        mock_interval_s=0.1,
+        publish_interval_s=0.1,
+        backfill_on_start=False,
+        reload_check_interval_s=None,
+        status_interval_s=0.2,
+    )
+    loop = TickerLoop(config, channel_layer=layer, use_redis=False)
+    stop = asyncio.Event()
+    task = asyncio.create_task(loop.run(stop))
+    try:
+        first = await _receive(layer, channel)
+        assert first["type"] == "chain.update"
+        assert first["chain"]["source"] == "mock"
+        seqs = [first["chain"]["seq"]]
+        moved = False
+        for _ in range(20):
+            message = await _receive(layer, channel)
+            assert message["kind"] == "delta"
+            seqs.append(message["chain"]["seq"])
+            moved = moved or any("CE" in row or "PE" in row for row in message["chain"]["rows"])
+            if len(seqs) >= 4 and moved:
+                break
+        assert moved
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # numbered without gaps
+        snapshot = get_chain_snapshot("NIFTY", expiry.isoformat())
+        assert snapshot["seq"] == seqs[-1] or snapshot["seq"] > seqs[-1]
+        assert len(snapshot["rows"]) == 7
+        header = snapshot["header"]
+        assert header["spot"] and header["atm_strike"] in {row["strike"] for row in snapshot["rows"]}
+        ivs = [row["CE"]["iv"] for row in snapshot["rows"] if row["CE"]["iv"] is not None]
+        assert ivs and all(0.01 < iv < 2 for iv in ivs)
+        await asyncio.sleep(0.3)
+        status = ticker_status()
+        assert {c["mode"] for c in status["connections"]} == {"mock"}
+        assert sum(c["instruments"] for c in status["connections"]) == 15
+        assert all(c["ticks"] > 0 and c["last_tick_at"] for c in status["connections"])
+        assert "Mock market: mock, 15 instruments" in loop.describe()
+    finally:
+        stop.set()
+        started = time.monotonic()
+        await asyncio.wait_for(task, timeout=6)
+        await close_db_connections()
+        assert time.monotonic() - started < 5
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_deactivated_subscription_leaves_the_mock_stream():
+    from asgiref.sync import sync_to_async
+
+    from subscriptions.models import Subscription
+
+    def setup():
+        make_account("Mock market", is_mock=True, max_connections=1)
+        make_chain(strikes=3)
+
+    await sync_to_async(setup)()
+    config = LoopConfig(mode="mock", mock_interval_s=0.1, backfill_on_start=False, reload_check_interval_s=None)
+    loop = TickerLoop(config, channel_layer=InMemoryChannelLayer(), use_redis=False)
+    stop = asyncio.Event()
+    task = asyncio.create_task(loop.run(stop))
+    try:
+        await asyncio.wait_for(loop.started.wait(), 5)
+        (source,) = loop.sources.values()
+        assert len(source.subscriptions) == 7
+
+        def deactivate():
+            sub = Subscription.objects.filter(instrument__instrument_type="CE").first()
+            sub.is_active = False
+            sub.save()  # the signal notifies after commit; the reloader applies it
+            return sub.instrument.instrument_token
+
+        token = await sync_to_async(deactivate)()
+        for _ in range(50):
+            if token not in source.subscriptions:
+                break
+            await asyncio.sleep(0.1)
+        assert token not in source.subscriptions
+        assert len(source.subscriptions) == 6
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=6)
+        await close_db_connections()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_session_start_asks_for_a_backfill_once_per_account_per_day(monkeypatch):
+    from asgiref.sync import sync_to_async
+    from django.core.cache import cache
+
+    import history.services.backfill as backfill
+
+    calls = []
+
+    class Run:
+        status = "succeeded"
+
+    def fake_backfill_run(*, instrument_ids, trigger, on_progress=None, **kwargs):
+        calls.append((sorted(instrument_ids), trigger))
+        return Run()
+
+    monkeypatch.setattr(backfill, "backfill_run", fake_backfill_run)
+    cache.clear()
+
+    def setup():
+        make_account("Mock market", is_mock=True, max_connections=1)
+        return sorted(i.pk for i in make_chain(strikes=2))
+
+    instrument_ids = await sync_to_async(setup)()
+    config = LoopConfig(mode="mock", backfill_on_start=True, reload_check_interval_s=None)
+    loop = TickerLoop(config, channel_layer=InMemoryChannelLayer(), use_redis=False)
+    stop = asyncio.Event()
+    task = asyncio.create_task(loop.run(stop))
+    try:
+        await asyncio.wait_for(loop.started.wait(), 5)
+        for _ in range(50):
+            if calls:
+                break
+            await asyncio.sleep(0.1)
+        await loop.perform_reload([])  # a reload later the same day asks for nothing more
+        await asyncio.sleep(0.3)
+        assert len(calls) == 1
+        assert calls[0][0] == instrument_ids
+        assert "session start" in calls[0][1]
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=6)
+        await close_db_connections()
+
+
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+async def test_two_tickers_split_nothing_twice_and_take_over_on_stop(redis_client):
+    from asgiref.sync import sync_to_async
+
+    def setup():
+        make_account("Mock A", is_mock=True, max_connections=1)
+        make_account("Mock B", is_mock=True, max_connections=1)
+        make_chain(strikes=3)
+
+    await sync_to_async(setup)()
+    config = LoopConfig(mode="mock", mock_interval_s=0.1, backfill_on_start=False, reload_check_interval_s=None)
+    first = TickerLoop(config, channel_layer=InMemoryChannelLayer(), use_redis=False, ticker_id="first:1")
+    second = TickerLoop(config, channel_layer=InMemoryChannelLayer(), use_redis=False, ticker_id="second:2")
+    stop_first, stop_second = asyncio.Event(), asyncio.Event()
+    task_first = asyncio.create_task(first.run(stop_first))
+    await asyncio.wait_for(first.started.wait(), 5)
+    task_second = asyncio.create_task(second.run(stop_second))
+    try:
+        await asyncio.wait_for(second.started.wait(), 5)
+        await asyncio.sleep(1.5)
+        assert len(first.sources) == 2 and not second.sources  # the first took both leases
+        assert "no accounts streaming" in second.describe()
+        stop_first.set()
+        await asyncio.wait_for(task_first, 6)
+        for _ in range(50):
+            if len(second.sources) == 2:
+                break
+            await asyncio.sleep(0.1)
+        assert len(second.sources) == 2
+        owners = {
+            key.decode(): value.decode()
+            for key, value in ((k, redis_client.get(k)) for k in redis_client.keys("tp:lease:account:*"))
+        }
+        assert set(owners.values()) == {"second:2"}
+    finally:
+        stop_first.set()
+        stop_second.set()
+        await asyncio.wait_for(asyncio.gather(task_first, task_second, return_exceptions=True), 8)
+        await close_db_connections()
