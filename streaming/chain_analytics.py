@@ -22,6 +22,7 @@ import numpy as np
 from streaming import greeks as pricing
 
 PARITY_STRIKES = 3
+GREEK_NAMES = ("iv", "delta", "gamma", "theta", "vega", "rho")
 
 
 @dataclass(frozen=True)
@@ -139,23 +140,20 @@ def compute_chain_analytics(
         strikes2 = np.concatenate([strikes, strikes])
         is_call = np.concatenate([np.ones(n, dtype=bool), np.zeros(n, dtype=bool)])
         with np.errstate(invalid="ignore", divide="ignore"):
-            iv = np.asarray(pricing.implied_volatility(prices, spot, strikes2, t, rate, div_yield, is_call), float)
-            # A price at its no-arbitrage floor solves to IV 0: it says nothing about volatility.
-            iv[~(iv > 0)] = np.nan
-            known = np.isfinite(iv)
-            values = {"iv": iv}
-            for name in ("delta", "gamma", "theta", "vega", "rho"):
-                values[name] = np.full(2 * n, np.nan)
-            if known.any():
-                g = pricing.greeks(spot, strikes2[known], t, rate, div_yield, iv[known], is_call[known])
-                for name in ("delta", "gamma", "theta", "vega", "rho"):
-                    values[name][known] = np.asarray(g[name], dtype=np.float64)
+            # One pass: the IV solve and the Greeks at it share their intermediates.
+            solved = pricing.implied_volatility_and_greeks(prices, spot, strikes2, t, rate, div_yield, is_call)
+            values = {name: np.array(solved[name], dtype=np.float64) for name in GREEK_NAMES}
+            # A price at its no-arbitrage floor solves to IV 0: it says nothing about volatility (nor
+            # about the Greeks at it).
+            unknown = ~(values["iv"] > 0)
+            for arr in values.values():
+                arr[unknown] = np.nan
         for name, arr in values.items():
             result_sides["ce"][name] = arr[:n]
             result_sides["pe"][name] = arr[n:]
     else:
         for side in ("ce", "pe"):
-            for name in ("iv", "delta", "gamma", "theta", "vega", "rho"):
+            for name in GREEK_NAMES:
                 result_sides[side][name] = np.full(n, np.nan)
     return ChainAnalytics(
         spot=float(spot),

@@ -149,6 +149,11 @@ class ChainBook:
     _base_oi: np.ndarray | None = None
     _sent: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # side -> field -> values last sent
 
+    def reset_prev_close_oi(self, prev_close_oi: dict[int, float]) -> None:
+        """A new session: count OI change against these closes (or the first OI seen from now on)."""
+        self.prev_close_oi = prev_close_oi
+        self._base_oi = None
+
     def bind(self, state: MarketState) -> None:
         """Resolve the chain's tokens to market-state rows (after the state registered them)."""
         self._rows = {"CE": state.rows_for(self.spec.ce_tokens), "PE": state.rows_for(self.spec.pe_tokens)}
@@ -164,16 +169,30 @@ class ChainBook:
             return False
         return bool(state.version[self._all_rows].max() > self.published_state_seq)
 
-    def update(self, state: MarketState, *, now: float, monotonic: float, force: bool = False) -> dict[str, Any] | None:
+    def update(
+        self,
+        state: MarketState,
+        *,
+        now: float,
+        monotonic: float,
+        force: bool = False,
+        market_now: float | None = None,
+    ) -> dict[str, Any] | None:
         """Recompute (greeks at most every `greeks_interval_s`) and return a delta payload, or None
         when nothing visible changed. The snapshot is updated to include it. `force` builds the
-        first snapshot of a chain even before any of its instruments ticked."""
+        first snapshot of a chain even before any of its instruments ticked. `market_now` is the mock
+        market's clock (epoch s): a mock chain's time to expiry counts from it (see `_market_time`)."""
         if not self.changed(state) and not (force and self.snapshot is None):
             return None
         spec = self.spec
         sides = {side: self._side_arrays(state, side) for side in SIDE_KEYS}
         spot = float(state.ticks["last_price"][self._spot_row]) if self._spot_row >= 0 else math.nan
-        t = float(pricing.time_to_expiry_years(spec.expiry, dt.datetime.fromtimestamp(now, tz=dt.UTC)))
+        is_mock = bool(state.is_mock[self._all_rows].any()) if len(self._all_rows) else True
+        if is_mock:
+            market_now = market_now if market_now is not None else self._market_time(state, now)
+        else:
+            market_now = now
+        t = float(pricing.time_to_expiry_years(spec.expiry, dt.datetime.fromtimestamp(market_now, tz=dt.UTC)))
         recompute = self.analytics is None or monotonic - self.greeks_computed_at >= self.greeks_interval_s
         analytics = compute_chain_analytics(
             strikes=spec.strikes,
@@ -229,7 +248,6 @@ class ChainBook:
                 changed_sides[side] = dict(zip(index.tolist(), dicts, strict=True))
                 self._remember_sent(side, side_greeks, recent, index)
         last_tick_at = float(state.updated_at[self._all_rows].max()) if len(self._all_rows) else None
-        is_mock = bool(state.is_mock[self._all_rows].any()) if len(self._all_rows) else True
         header = {
             "spot": _rounded([analytics.spot], 2)[0],
             "forward": _rounded([analytics.forward], 2)[0],
@@ -266,6 +284,16 @@ class ChainBook:
         common = {"underlying": spec.underlying, "expiry": spec.expiry.isoformat(), "seq": self.seq, "ts": now}
         self.snapshot = {**common, "source": source, "header": header, "rows": rows}
         return {**common, "source": source, "header": header, "rows": delta_rows}
+
+    def _market_time(self, state: MarketState, now: float) -> float:
+        """A mock chain's market time when the caller has no clock: its newest exchange timestamp.
+        The mock market plays a simulated session outside NSE hours (mocking.market.clock.SessionClock),
+        so at night its prices are those of a past session and time to expiry must count from there,
+        not from the wall clock. `now` until a tick carried a timestamp (ltp-mode ticks have none)."""
+        if not len(self._all_rows):
+            return now
+        newest = int(state.ticks["exchange_timestamp"][self._all_rows].max())
+        return float(newest) if newest > 0 else now
 
     def _greeks_moved(self, side: str, side_greeks: dict[str, np.ndarray]) -> np.ndarray:
         sent = self._sent.get(side, {})

@@ -151,12 +151,13 @@ class ChannelPublisher:
         if self.layer is None:
             return False
         try:
-            await asyncio.wait_for(
-                self.layer.group_send(
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that arrives as
+            # the send completes (the in-memory layer's send completes at once), and the flusher then
+            # outlives the ticker's shutdown.
+            async with asyncio.timeout(self.timeout_s):
+                await self.layer.group_send(
                     chain_group(underlying, expiry), {"type": "chain.update", "kind": kind, "chain": delta}
-                ),
-                timeout=self.timeout_s,
-            )
+                )
         except Exception as exc:  # e.g. the Redis channel layer lost Redis: the next delta tries again
             self.failed += 1
             if self.last_error != f"{type(exc).__name__}: {exc}":

@@ -18,7 +18,8 @@ One asyncio loop does it all (`TickerLoop.run(stop_event)`):
   the plan and send only the difference on the wire; a token rejected by Kite marks the account
   `auth_failed` in the database (in a worker thread, off the hot path) and asks for a reload, which
   moves its instruments to healthy accounts;
-- once per account per day at session start the history service backfills what is missing;
+- once per account per day at session start the history service backfills what is missing, holding
+  the history backfill lock (history.tasks.BACKFILL_LOCK) so it never runs alongside a Celery backfill;
 - every background task runs under the task supervisor; `stop_event` ends it all within 5 s.
 """
 
@@ -28,11 +29,12 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import math
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -67,6 +69,14 @@ def is_market_open(now: dt.datetime, holidays: Iterable[dt.date] = ()) -> bool:
     if local.weekday() >= 5 or local.date() in set(holidays):
         return False
     return MARKET_OPEN <= local.time() < MARKET_CLOSE
+
+
+def session_day(now: dt.datetime, holidays: Iterable[dt.date] = ()) -> dt.date:
+    """The trading day whose session is running or last ran at `now` (IST): the one the mock market
+    plays at night, and whose previous close OI change is counted against."""
+    from mocking.market.clock import TradingCalendar
+
+    return TradingCalendar(holidays).last_session_day(now)
 
 
 def account_mode(*, forced: str, is_mock: bool, has_valid_token: bool, market_open: bool) -> str:
@@ -134,14 +144,23 @@ class TickerLoop:
         plan_loader: Callable[[str], tuple[Any, set[dt.date]]] | None = None,
         leases: Any = None,  # streaming.leases.Leases; default: Redis leases when REDIS_URL, else local
         ticker_id: str | None = None,  # the lease owner; default "host:pid"
+        prev_close_loader: Callable[[list[int], dt.date], dict[int, float]] | None = None,
     ) -> None:
         """`plan_loader(mode) -> (plan, holidays)` runs in a worker thread; the default reconciles and
-        reads the database (benchmarks pass a synthetic plan instead)."""
+        reads the database (benchmarks pass a synthetic plan instead). `prev_close_loader(subscription
+        ids, session day) -> {token: OI}` too; the default reads the day candles from history when the
+        plan comes from the database, and knows nothing with a synthetic plan."""
         from django.conf import settings
 
         self.config = config or LoopConfig.from_settings()
         self.now = now
         self.plan_loader = plan_loader or _reconcile_and_load
+        if prev_close_loader is None:
+            prev_close_loader = _load_prev_close_oi if plan_loader is None else (lambda ids, day: {})
+        self.prev_close_loader = prev_close_loader
+        self.prev_close_oi: dict[int, float] = {}  # option token -> OI at the previous session's close
+        self._prev_close_day: dt.date | None = None
+        self._prev_close_asked: set[int] = set()  # subscription ids already looked up for that day
         self.ticker_id = ticker_id or f"{socket.gethostname()}:{os.getpid()}"
         self.state = MarketState(capacity=4096)
         self.chains: dict[tuple[str, str], _Chain] = {}
@@ -267,8 +286,10 @@ class TickerLoop:
     async def _flush_forever(self) -> None:
         timeout: float | None = None
         while True:
+            # asyncio.timeout, not wait_for (Python 3.11's wait_for can swallow a cancel, see publishers).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._dirty.wait(), timeout=timeout)
+                async with asyncio.timeout(timeout):
+                    await self._dirty.wait()
             self._dirty.clear()
             next_due = await self.flush()
             timeout = None if next_due is None else max(next_due - time.monotonic(), 0.0)
@@ -277,6 +298,8 @@ class TickerLoop:
         """Publish every chain that changed and is due; returns when the next deferred one is due."""
         interval = self.config.publish_interval_s
         next_due: float | None = None
+        # Mock chains count time to expiry on the mock market's clock (a simulated session at night).
+        market_now = self.market.clock.timestamp() if self.market is not None else None
         for chain in list(self.chains.values()):
             book = chain.book
             if not force and not book.changed(self.state):
@@ -287,7 +310,7 @@ class TickerLoop:
                 continue
             oldest = self._oldest_pending(book)
             first = book.snapshot is None
-            delta = book.update(self.state, now=time.time(), monotonic=monotonic, force=True)
+            delta = book.update(self.state, now=time.time(), monotonic=monotonic, force=True, market_now=market_now)
             chain.next_publish_at = monotonic + interval
             if delta is None:
                 continue
@@ -375,12 +398,42 @@ class TickerLoop:
 
         plan, holidays = await sync_to_async(self.plan_loader, thread_sensitive=False)(self.config.mode)
         self.holidays = holidays
+        await self._load_prev_close(plan)
         await self._sync_leases(plan)
         market_open = is_market_open(self.now(), holidays)
         self._apply_plan(plan, market_open=market_open)
         self.reloads += 1
         if self.config.backfill_on_start:
             self._backfill_new_sessions()
+
+    async def _load_prev_close(self, plan: Any) -> None:
+        """OI at the previous close for the plan's options not looked up yet this session (in a
+        worker thread, off the hot path); a new session day starts over, and running chains move
+        their OI-change base to it."""
+        from asgiref.sync import sync_to_async
+
+        day = session_day(self.now(), self.holidays)
+        new_day = day != self._prev_close_day
+        if new_day:
+            self._prev_close_day = day
+            self.prev_close_oi = {}
+            self._prev_close_asked = set()
+        wanted = [
+            i.subscription_id
+            for i in plan.instruments.values()
+            if i.instrument_type in ("CE", "PE") and i.subscription_id not in self._prev_close_asked
+        ]
+        if wanted:
+            try:
+                found = await sync_to_async(self.prev_close_loader, thread_sensitive=False)(wanted, day)
+            except Exception:
+                log.exception("could not read the previous close OI; OI change counts from the first OI seen")
+                found = {}
+            self.prev_close_oi.update(found)
+            self._prev_close_asked.update(wanted)
+        if new_day:
+            for chain in self.chains.values():
+                chain.book.reset_prev_close_oi(self.prev_close_oi)
 
     def _apply_plan(self, plan: Any, *, market_open: bool) -> None:
         self.plan = plan
@@ -468,7 +521,6 @@ class TickerLoop:
 
     def _rebuild_chains(self, instruments: list[Any]) -> None:
         registry = build_chain_registry(instruments)
-        prev_close_oi: dict[int, float] = {}
         chains: dict[tuple[str, str], _Chain] = {}
         for key, spec in registry.items():
             existing = self.chains.get(key)
@@ -479,7 +531,7 @@ class TickerLoop:
                 spec=spec,
                 rate=self.config.rate,
                 greeks_interval_s=self.config.greeks_interval_s,
-                prev_close_oi=prev_close_oi,
+                prev_close_oi=self.prev_close_oi,
             )
             if existing is not None:
                 book.seq = existing.book.seq  # keep numbering: consumers see a fresh snapshot, not a restart
@@ -538,10 +590,13 @@ class TickerLoop:
 
     def _mock_market(self) -> Any:
         if self.market is None:
-            from mocking.market import MockMarket
+            from mocking.market import MockMarket, SessionClock
 
             self.market = MockMarket(
-                seed=self.config.mock_seed, max_state=max(self.config.mock_max_state, 10_000), rate=self.config.rate
+                seed=self.config.mock_seed,
+                max_state=max(self.config.mock_max_state, 10_000),
+                rate=self.config.rate,
+                clock=SessionClock(holidays=self.holidays),
             )
         return self.market
 
@@ -632,6 +687,39 @@ def _reconcile_and_load(mode: str) -> tuple[Any, set[dt.date]]:
         close_old_connections()
 
 
+def _load_prev_close_oi(subscription_ids: list[int], day: dt.date) -> dict[int, float]:
+    """Instrument token -> the OI of its latest day candle before `day` (the previous close), for the
+    subscriptions' instruments that have one. Mock candles count: in mock mode they are the history."""
+    from django.db import close_old_connections
+    from django.db.models import OuterRef, Subquery
+
+    from history.models import Candle
+    from subscriptions.models import Instrument
+
+    before = dt.datetime.combine(day, dt.time(0, 0), tzinfo=IST)
+    close_old_connections()
+    try:
+        found: dict[int, float] = {}
+        for start in range(0, len(subscription_ids), 500):
+            chunk = subscription_ids[start : start + 500]
+            last_oi = (
+                Candle.objects.filter(
+                    instrument=OuterRef("pk"), interval=Candle.Interval.DAY, timestamp__lt=before, oi__isnull=False
+                )
+                .order_by("-timestamp")
+                .values("oi")[:1]
+            )
+            rows = (
+                Instrument.objects.filter(subscriptions__id__in=chunk)
+                .annotate(prev_oi=Subquery(last_oi))
+                .values_list("instrument_token", "prev_oi")
+            )
+            found.update({int(token): float(oi) for token, oi in rows if oi is not None})
+        return found
+    finally:
+        close_old_connections()
+
+
 def _mark_auth_failed(account_id: int, error: str) -> None:
     from django.db import close_old_connections
 
@@ -679,9 +767,40 @@ async def _backfill_in_thread(
         raise
 
 
+# How long the session backfill waits between attempts at the history backfill lock.
+BACKFILL_LOCK_POLL_S = 1.0
+# The session backfill stops this long before the lock it holds would expire, so a Celery backfill can
+# never start alongside it (the run is resumable: the next one continues where it stopped).
+BACKFILL_LOCK_MARGIN_S = 60.0
+
+
+@contextlib.contextmanager
+def _history_backfill_lock(stop: threading.Event, *, account_id: int) -> Iterator[float]:
+    """Hold the lock every history backfill holds (history.tasks.BACKFILL_LOCK, Celery's `backfill`
+    and `backfill_subscription` included), waiting while another one runs: when it is released this
+    run finds that work covered and fetches only the rest. Yields the monotonic time by which the
+    holder must be done (the lock expires after that)."""
+    from history.locks import task_lock
+    from history.tasks import BACKFILL_LOCK, BACKFILL_TIME_LIMIT
+
+    timeout = BACKFILL_TIME_LIMIT + 60
+    waiting = False
+    while True:
+        if stop.is_set():
+            raise BackfillStopped("the ticker is stopping")
+        with task_lock(BACKFILL_LOCK, timeout=timeout, wait=BACKFILL_LOCK_POLL_S) as acquired:
+            if acquired:
+                yield time.monotonic() + timeout - BACKFILL_LOCK_MARGIN_S
+                return
+        if not waiting:
+            waiting = True
+            log.info("session backfill for account %s waits for the backfill that is running", account_id)
+
+
 def _backfill_session(account_id: int, day: dt.date, subscription_ids: list[int], stop: threading.Event) -> None:
-    """Ask the history service for what is missing, once per account per day across tickers. It
-    yields the CPU half the time (the ticker shares the process) and ends early when `stop` is set."""
+    """Ask the history service for what is missing, once per account per day across tickers, never
+    alongside another backfill (see `_history_backfill_lock`). It yields the CPU half the time (the
+    ticker shares the process) and ends early when `stop` is set."""
     from django.core.cache import cache
     from django.db import close_old_connections
 
@@ -690,11 +809,14 @@ def _backfill_session(account_id: int, day: dt.date, subscription_ids: list[int]
 
     close_old_connections()
     last = time.monotonic()
+    must_end_by = math.inf
 
     def on_progress(run: Any, advanced: int) -> None:
         nonlocal last
         if stop.is_set():
             raise BackfillStopped("the ticker is stopping")
+        if time.monotonic() >= must_end_by:
+            raise BackfillStopped("the history backfill lock is about to expire")
         time.sleep(min(time.monotonic() - last, 0.5))  # a 50% duty cycle at most
         last = time.monotonic()
 
@@ -702,11 +824,12 @@ def _backfill_session(account_id: int, day: dt.date, subscription_ids: list[int]
     try:
         if not cache.add(key, 1, timeout=36 * 3600):
             return
-        ids = list(Instrument.objects.filter(subscriptions__id__in=subscription_ids).values_list("id", flat=True))
         try:
-            run = backfill_run(
-                instrument_ids=ids, trigger=f"ticker session start, account {account_id}", on_progress=on_progress
-            )
+            ids = list(Instrument.objects.filter(subscriptions__id__in=subscription_ids).values_list("id", flat=True))
+            with _history_backfill_lock(stop, account_id=account_id) as must_end_by:
+                run = backfill_run(
+                    instrument_ids=ids, trigger=f"ticker session start, account {account_id}", on_progress=on_progress
+                )
         except BaseException:
             cache.delete(key)
             raise
@@ -717,4 +840,4 @@ def _backfill_session(account_id: int, day: dt.date, subscription_ids: list[int]
         close_old_connections()
 
 
-__all__ = ["LoopConfig", "TickerLoop", "account_mode", "is_market_open"]
+__all__ = ["LoopConfig", "TickerLoop", "account_mode", "is_market_open", "session_day"]

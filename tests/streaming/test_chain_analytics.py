@@ -164,3 +164,45 @@ def test_oi_history_is_bounded():
     for second in range(1000):
         history.record(float(second), np.zeros(3), np.zeros(3))
     assert len(history._snapshots) <= 12
+
+
+def test_iv_and_greeks_come_from_one_pass_and_floor_prices_give_nan_greeks(monkeypatch):
+    """The chain is priced by `implied_volatility_and_greeks` (one solve shared with the Greeks), never
+    by a separate IV solve then a Greeks pass; a price at its floor (IV 0) has no Greeks either."""
+    spot, t, q = 24010.0, 10 / 365, 0.012
+    strikes, ce, pe, vols = _chain(spot, t, q)
+    ce = ce.copy()
+    floor_k = 1  # a deep ITM call priced at its discounted intrinsic value solves to IV 0
+    ce[floor_k] = spot * math.exp(-q * t) - strikes[floor_k] * math.exp(-RATE * t)
+    calls = []
+    one_pass = pricing.implied_volatility_and_greeks
+
+    def spy(*args, **kwargs):
+        calls.append(len(np.asarray(args[0])))
+        return one_pass(*args, **kwargs)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the chain must not be priced in two passes")
+
+    monkeypatch.setattr(pricing, "implied_volatility_and_greeks", spy)
+    monkeypatch.setattr(pricing, "implied_volatility", forbidden)
+    monkeypatch.setattr(pricing, "greeks", forbidden)
+    oi = np.full(len(strikes), 1000.0)
+    result = compute_chain_analytics(
+        strikes=strikes,
+        ce_price=ce,
+        pe_price=pe,
+        ce_oi=oi,
+        pe_oi=oi,
+        ce_volume=oi,
+        pe_volume=oi,
+        spot=spot,
+        t=t,
+        rate=RATE,
+    )
+    assert calls == [2 * len(strikes)]  # both sides of the whole chain in one call
+    ok = np.arange(len(strikes)) != floor_k
+    np.testing.assert_allclose(result.ce["iv"][ok][5:-5], vols[ok][5:-5], rtol=1e-6)
+    for name in ("iv", "delta", "gamma", "theta", "vega", "rho"):
+        assert math.isnan(result.ce[name][floor_k]), name
+    assert np.isfinite(result.ce["delta"][ok][5:-5]).all()

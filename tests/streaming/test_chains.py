@@ -161,3 +161,46 @@ def test_deltas_carry_quiet_sides_only_when_their_greeks_moved():
     assert len(big["rows"]) == 5 and all("CE" in r and "PE" in r for r in big["rows"])
     # The snapshot always holds what was last sent, and rows not in a delta are the same objects.
     assert book.snapshot["rows"][0]["CE"] is big["rows"][0]["CE"]
+
+
+def test_mock_chain_counts_time_to_expiry_from_market_time_not_the_wall_clock():
+    """At night the mock market plays a past session (SessionClock): its prices, and so the IVs the
+    chain shows, hold only if time to expiry is counted from the ticks' market time."""
+    from mocking.market.clock import SessionClock
+
+    spec = build_chain_registry(_instruments())[("NIFTY", "2026-12-01")]
+    wall = dt.datetime(2026, 11, 24, 23, 30, tzinfo=dt.UTC).timestamp()  # Wednesday 05:00 IST, market shut
+    clock = SessionClock(now_fn=lambda: wall)
+    market_time = clock.timestamp()  # the simulated Tuesday session
+    assert wall - market_time > 12 * 3600
+    state = MarketState([256265, *spec.tokens.tolist()])
+    batch = _priced_batch(spec, 24010.0, market_time)  # priced at vol 0.15 at market time
+    batch.ticks["exchange_timestamp"] = int(market_time)
+    state.apply(TickBatch(ticks=batch.ticks, received_at=wall, is_mock=True))
+
+    from_ticks = ChainBook(spec=spec)
+    from_ticks.bind(state)
+    from_ticks.update(state, now=wall, monotonic=1.0)
+    from_clock = ChainBook(spec=spec)
+    from_clock.bind(state)
+    from_clock.update(state, now=wall, monotonic=1.0, market_now=market_time)
+
+    expected_t = pricing.time_to_expiry_years(EXPIRY, dt.datetime.fromtimestamp(market_time, tz=dt.UTC))
+    for book in (from_ticks, from_clock):
+        header = book.snapshot["header"]
+        assert header["time_to_expiry_years"] == round(expected_t, 6)
+        atm = next(row for row in book.snapshot["rows"] if row["strike"] == 24000.0)
+        assert abs(atm["CE"]["iv"] - 0.15) < 2e-3
+
+
+def test_live_chain_counts_time_to_expiry_from_the_wall_clock():
+    spec = build_chain_registry(_instruments())[("NIFTY", "2026-12-01")]
+    state = MarketState([256265, *spec.tokens.tolist()])
+    batch = _priced_batch(spec, 24010.0, NOW)
+    batch.ticks["exchange_timestamp"] = int(NOW - 3 * 3600)  # a stale exchange stamp changes nothing live
+    state.apply(TickBatch(ticks=batch.ticks, received_at=NOW, is_mock=False))
+    book = ChainBook(spec=spec)
+    book.bind(state)
+    book.update(state, now=NOW, monotonic=1.0, market_now=NOW - 3 * 3600)
+    expected_t = pricing.time_to_expiry_years(EXPIRY, dt.datetime.fromtimestamp(NOW, tz=dt.UTC))
+    assert book.snapshot["header"]["time_to_expiry_years"] == round(expected_t, 6)

@@ -235,3 +235,161 @@ async def test_two_tickers_split_nothing_twice_and_take_over_on_stop(redis_clien
         stop_second.set()
         await asyncio.wait_for(asyncio.gather(task_first, task_second, return_exceptions=True), 8)
         await close_db_connections()
+
+
+async def test_flusher_ends_when_cancelled_as_a_send_completes():
+    """A cancel that lands while a chain message is being sent ends the flusher (on Python 3.11
+    `asyncio.wait_for` returned the finished send's result instead and swallowed it: the flusher
+    then outlived the shutdown, "tasks still running 2.0s after cancel: ['flusher']")."""
+    from tests.streaming.test_chains import NOW, _instruments, _priced_batch
+
+    flusher: asyncio.Task | None = None
+    sends = []
+
+    class CancellingLayer:
+        """A channel layer whose send completes at once (as the in-memory one does) and, at that very
+        moment, the ticker is told to stop."""
+
+        async def group_send(self, group, message):
+            sends.append(group)
+            flusher.cancel()
+
+    loop = TickerLoop(
+        LoopConfig(mode="mock", backfill_on_start=False, publish_interval_s=0.05),
+        channel_layer=CancellingLayer(),
+        use_redis=False,
+    )
+    instruments = _instruments()
+    loop.state.register([i.instrument_token for i in instruments])
+    loop._rebuild_chains(instruments)
+    (spec,) = [c.book.spec for c in loop.chains.values() if c.book.spec.underlying == "NIFTY"]
+    loop.state.apply(_priced_batch(spec, 24010.0, NOW))
+    flusher = asyncio.create_task(loop._flush_forever())
+    done, _ = await asyncio.wait({flusher}, timeout=2.0)
+    if not done:
+        flusher.cancel()  # the old behaviour: one more cancel would not stop it either; do not leak it
+        for _ in range(3):
+            await asyncio.sleep(0)
+    assert sends, "the flusher sent nothing"
+    assert flusher in done and flusher.cancelled()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_session_backfill_waits_for_a_running_celery_backfill_and_holds_its_lock(monkeypatch):
+    """A Celery backfill holding history.tasks.BACKFILL_LOCK is not duplicated: the session backfill
+    starts only once it is done, and holds that lock itself so the Celery task skips meanwhile."""
+    import contextlib
+
+    from asgiref.sync import sync_to_async
+    from django.core.cache import cache
+
+    import history.services.backfill as backfill
+    import streaming.ticker_loop as ticker_loop
+    from history.locks import lock_is_held, task_lock
+    from history.tasks import BACKFILL_LOCK
+
+    calls = []
+
+    class Run:
+        status = "succeeded"
+
+    def fake_backfill_run(*, instrument_ids, trigger, on_progress=None, **kwargs):
+        calls.append(lock_is_held(BACKFILL_LOCK))
+        return Run()
+
+    monkeypatch.setattr(backfill, "backfill_run", fake_backfill_run)
+    monkeypatch.setattr(ticker_loop, "BACKFILL_LOCK_POLL_S", 0.1)
+    await sync_to_async(cache.clear)()
+
+    def setup():
+        make_account("Mock market", is_mock=True, max_connections=1)
+        make_chain(strikes=2)
+
+    await sync_to_async(setup)()
+    celery_backfill = contextlib.ExitStack()
+    assert await sync_to_async(lambda: celery_backfill.enter_context(task_lock(BACKFILL_LOCK, timeout=60)))()
+    config = LoopConfig(mode="mock", backfill_on_start=True, reload_check_interval_s=None)
+    loop = TickerLoop(config, channel_layer=InMemoryChannelLayer(), use_redis=False)
+    stop = asyncio.Event()
+    task = asyncio.create_task(loop.run(stop))
+    try:
+        await asyncio.wait_for(loop.started.wait(), 5)
+        await asyncio.sleep(1.0)
+        assert calls == []  # not alongside the running backfill
+        await sync_to_async(celery_backfill.close)()  # the Celery backfill finished
+        for _ in range(50):
+            if calls:
+                break
+            await asyncio.sleep(0.1)
+        assert calls == [True]  # ran once, holding the lock Celery's backfill task takes
+    finally:
+        await sync_to_async(celery_backfill.close)()
+        stop.set()
+        await asyncio.wait_for(task, timeout=6)
+        await close_db_connections()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_oi_change_counts_from_the_last_day_candle_before_the_session():
+    """The previous close comes from history (the latest day candle before the session day); an option
+    without one counts from the first OI seen, so its first OI change is 0."""
+    from asgiref.sync import sync_to_async
+
+    from history.models import Candle
+    from mocking.market.clock import TradingCalendar
+    from streaming.ticker_loop import session_day
+
+    day = session_day(dt.datetime.now(dt.UTC))
+    previous = TradingCalendar().previous_trading_day(day)
+    earlier = TradingCalendar().previous_trading_day(previous)
+
+    def at(d, hour=0):
+        return dt.datetime.combine(d, dt.time(hour, 0), tzinfo=IST)
+
+    def setup():
+        make_account("Mock market", is_mock=True, max_connections=1)
+        instruments = make_chain(strikes=3)
+        ce = sorted((i for i in instruments if i.instrument_type == "CE"), key=lambda i: i.strike)
+        with_history, without = ce[0], ce[1]
+        common = {"open": 1, "high": 1, "low": 1, "close": 1, "is_mock": True}
+        Candle.objects.bulk_create(
+            [
+                Candle(instrument=with_history, interval="day", timestamp=at(earlier), oi=111, **common),
+                Candle(instrument=with_history, interval="day", timestamp=at(previous), oi=5000, **common),
+                Candle(instrument=with_history, interval="day", timestamp=at(day), oi=999_999, **common),
+                Candle(instrument=with_history, interval="minute", timestamp=at(previous, 15), oi=7, **common),
+                Candle(instrument=without, interval="minute", timestamp=at(previous, 15), oi=8, **common),
+            ]
+        )
+        return with_history, without
+
+    with_history, without = await sync_to_async(setup)()
+    expiry = with_history.expiry.isoformat()
+    layer = InMemoryChannelLayer()
+    channel = await layer.new_channel()
+    await layer.group_add(chain_group("NIFTY", expiry), channel)
+    config = LoopConfig(
+        mode="mock", mock_interval_s=0.1, publish_interval_s=0.1, backfill_on_start=False, reload_check_interval_s=None
+    )
+    loop = TickerLoop(config, channel_layer=layer, use_redis=False)
+    stop = asyncio.Event()
+    task = asyncio.create_task(loop.run(stop))
+    try:
+        await asyncio.wait_for(loop.started.wait(), 5)
+        assert loop.prev_close_oi == {with_history.instrument_token: 5000.0}
+        seen = {}
+        for _ in range(40):
+            message = await _receive(layer, channel)
+            for row in message["chain"]["rows"]:
+                side = row.get("CE")
+                if side and side["oi"] is not None and side["instrument_token"] not in seen:
+                    seen[side["instrument_token"]] = side
+            if {with_history.instrument_token, without.instrument_token} <= seen.keys():
+                break
+        first_with, first_without = seen[with_history.instrument_token], seen[without.instrument_token]
+        assert first_with["oi_change"] == first_with["oi"] - 5000
+        assert first_without["oi_change"] == 0
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=6)
+        await close_db_connections()
