@@ -129,7 +129,9 @@ class CircuitBreaker:
             probe = True
             self._probe_in_flight = True
         try:
-            result = await asyncio.wait_for(func(*args, **kwargs), timeout=self.call_timeout_s)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that lands as the call ends.
+            async with asyncio.timeout(self.call_timeout_s):
+                result = await func(*args, **kwargs)
         except Exception as exc:
             self.record_failure(exc)
             raise

@@ -169,7 +169,9 @@ class SubscriptionReloader:
             if self.check_interval_s is None:
                 first = await queue.get()
             else:
-                first = await asyncio.wait_for(queue.get(), timeout=self.check_interval_s)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that lands as get() ends.
+                async with asyncio.timeout(self.check_interval_s):
+                    first = await queue.get()
         except TimeoutError:
             if self._has_changed is None:
                 return True

@@ -348,7 +348,8 @@ class KiteTickerClient:
         self.stats.state = "backoff"
         self._resume.clear()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._resume.wait(), timeout=delay)
+            async with asyncio.timeout(delay):  # not wait_for: it can swallow a cancel on 3.11
+                await self._resume.wait()
         self._resume.clear()
 
     async def _connect_and_stream(self) -> None:
