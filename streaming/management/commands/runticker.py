@@ -87,8 +87,8 @@ def _make_server(host: str, port: int) -> Any:
         def capture_signals(self):  # the command owns SIGINT/SIGTERM and stops the server itself
             yield
 
-    # No per-client permessage-deflate: compressing every chain frame once per browser costs ~3x the
-    # CPU of the whole fan-out (benchmarks/bench_chain_ws.py); chain frames are compact instead.
+    # No per-client permessage-deflate: compressing every chain frame once per browser costs several
+    # times the CPU of the rest of the fan-out (docs/benchmarks.md); chain frames are compact instead.
     config = uvicorn.Config(
         app="tickerproject.asgi:application",
         host=host,

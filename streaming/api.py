@@ -1,0 +1,173 @@
+"""REST endpoints for live data: option chain snapshots, the list of chains, health."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from typing import Any
+
+from django.conf import settings
+from django.db import connection
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from streaming.serializers import ChainListItemSerializer, ChainSnapshotSerializer, HealthSerializer
+from streaming.snapshot_store import get_chain_snapshot
+from streaming.status import ticker_status
+from subscriptions import selectors
+from subscriptions.services.reconcile import last_reconcile_report
+
+logger = logging.getLogger(__name__)
+
+# A ticker whose newest tick is older than this (seconds) is reported as stale by the health check.
+TICKER_STALE_AFTER_S = 60.0
+
+
+def streaming_status_by_account() -> dict[int, dict[str, Any]]:
+    """What the running ticker reports, per account id: mode, connections, instruments, ticks/s,
+    last tick time (empty when no ticker reported recently)."""
+    try:
+        document = ticker_status()
+    except Exception:  # status is advisory: the API must answer without it
+        logger.warning("could not read the ticker status", exc_info=True)
+        return {}
+    if not document:
+        return {}
+    by_account: dict[int, dict[str, Any]] = {}
+    for account in document.get("accounts", []):
+        by_account[int(account["account_id"])] = {
+            "mode": account.get("mode"),
+            "connections": [],
+            "instruments": 0,
+            "ticks_per_second": 0.0,
+            "last_tick_at": None,
+        }
+    for conn in document.get("connections", []):
+        entry = by_account.setdefault(
+            int(conn["account_id"]),
+            {
+                "mode": conn.get("mode"),
+                "connections": [],
+                "instruments": 0,
+                "ticks_per_second": 0.0,
+                "last_tick_at": None,
+            },
+        )
+        entry["connections"].append(
+            {
+                k: conn.get(k)
+                for k in ("connection_index", "state", "instruments", "ticks_per_second", "last_tick_at", "reconnects")
+            }
+        )
+        entry["instruments"] += int(conn.get("instruments") or 0)
+        entry["ticks_per_second"] = round(entry["ticks_per_second"] + float(conn.get("ticks_per_second") or 0.0), 2)
+        if conn.get("last_tick_at"):
+            entry["last_tick_at"] = max(entry["last_tick_at"] or 0.0, float(conn["last_tick_at"]))
+    return by_account
+
+
+class ChainListView(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(responses=ChainListItemSerializer(many=True), summary="Option chains: underlyings and expiries")
+    def get(self, request: Request) -> Response:
+        chains = []
+        for underlying in selectors.option_underlyings():
+            expiries = [e.isoformat() for e in selectors.option_expiries(underlying=underlying)]
+            streaming = [e for e in expiries if get_chain_snapshot(underlying, e) is not None]
+            chains.append({"underlying": underlying, "expiries": expiries, "streaming": streaming})
+        return Response(chains)
+
+
+class ChainSnapshotView(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        responses=ChainSnapshotSerializer,
+        summary="The latest snapshot of one option chain",
+        description="The same payload the websocket sends (docs/websocket.md). 404 when no ticker streams it.",
+    )
+    def get(self, request: Request, underlying: str, expiry: str) -> Response:
+        try:
+            dt.date.fromisoformat(expiry)
+        except ValueError as exc:
+            raise ValidationError({"expiry": f"{expiry!r} is not a date: use YYYY-MM-DD."}) from exc
+        snapshot = get_chain_snapshot(underlying.upper(), expiry)
+        if snapshot is None:
+            raise NotFound(f"No live data for {underlying.upper()} {expiry}: not subscribed, or no ticker running.")
+        return Response(snapshot)
+
+
+def _check(ok: bool, detail: str) -> dict[str, Any]:
+    return {"ok": ok, "detail": detail}
+
+
+def health_checks() -> dict[str, dict[str, Any]]:
+    checks: dict[str, dict[str, Any]] = {}
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        checks["database"] = _check(True, connection.vendor)
+    except Exception as exc:
+        checks["database"] = _check(False, type(exc).__name__)
+    if settings.REDIS_URL:
+        try:
+            from streaming.redis_client import sync_redis
+
+            sync_redis().ping()
+            checks["redis"] = _check(True, "ping ok")
+        except Exception as exc:
+            checks["redis"] = _check(False, type(exc).__name__)
+    if checks["database"]["ok"]:
+        unassigned = selectors.unassigned_active_subscriptions().count()
+        checks["subscriptions"] = _check(
+            unassigned == 0,
+            "every active subscription is assigned" if unassigned == 0 else f"{unassigned} active not assigned",
+        )
+    reports = list(streaming_status_by_account().values())
+    last_ticks = [float(r["last_tick_at"]) for r in reports if r.get("last_tick_at")]
+    if not reports:
+        checks["ticker"] = _check(False, "no ticker has reported")
+    elif not last_ticks:
+        checks["ticker"] = _check(False, "no tick received yet")
+    else:
+        age = time.time() - max(last_ticks)
+        checks["ticker"] = _check(age <= TICKER_STALE_AFTER_S, f"last tick {age:.1f} s ago")
+    checks["reconcile"] = _reconcile_check()
+    return checks
+
+
+def _reconcile_check() -> dict[str, Any]:
+    """The last reconcile report in one line: not ok while subscriptions exceed the usable capacity."""
+    try:
+        report = last_reconcile_report()
+    except Exception as exc:  # the cache (Redis) may be down: the redis check reports that
+        return _check(False, f"report unreadable: {type(exc).__name__}")
+    if report is None:
+        return _check(True, "the reconciler has not run yet")
+    age = max(time.time() - report.at.timestamp(), 0.0)
+    return _check(
+        report.overflow_count == 0,
+        f"last run {age:.0f} s ago: {report.assigned} of {report.active} active assigned, "
+        f"capacity {report.capacity}, {report.overflow_count} over capacity (not streamed)",
+    )
+
+
+class HealthView(APIView):
+    """Liveness for load balancers and people: 503 when the database or Redis is down."""
+
+    permission_classes = [AllowAny]
+
+    @extend_schema(responses={200: HealthSerializer, 503: HealthSerializer}, summary="Service health")
+    def get(self, request: Request) -> Response:
+        checks = health_checks()
+        vital_ok = all(checks[name]["ok"] for name in ("database", "redis") if name in checks)
+        overall = "down" if not vital_ok else ("ok" if all(c["ok"] for c in checks.values()) else "degraded")
+        code = status.HTTP_200_OK if vital_ok else status.HTTP_503_SERVICE_UNAVAILABLE
+        return Response({"status": overall, "checks": checks}, status=code)

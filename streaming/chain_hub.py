@@ -1,0 +1,106 @@
+"""One channel-layer subscription per chain per process, fanned out to that process's websockets.
+
+Without it every websocket consumer joins the chain's group itself, and each update is dispatched
+through Channels once per consumer (a receive buffer, a task, a dispatch each); with 200 browsers on
+a chain that was most of the web process's CPU per update. A hub joins the group once, receives each
+update once and hands the same message to every local consumer's bounded send queue.
+
+Hubs live per event loop (tests run one loop each) and per chain group; the first consumer of a chain
+starts its hub, the last one to leave stops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import weakref
+from typing import Any, Protocol
+
+logger = logging.getLogger(__name__)
+
+# Re-join the group this often (seconds), well inside the channel layer's group expiry (a day on Redis).
+GROUP_REJOIN_S = 3600.0
+# After a channel-layer error (e.g. Redis restarting), wait this long before receiving again.
+RETRY_AFTER_ERROR_S = 1.0
+
+
+class ChainSubscriber(Protocol):
+    def deliver(self, event: dict[str, Any]) -> None:
+        """Take one group event without blocking (the consumer queues it for its socket)."""
+
+
+_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, ChainHub]] = weakref.WeakKeyDictionary()
+
+
+class ChainHub:
+    def __init__(self, layer: Any, group: str) -> None:
+        self.layer = layer
+        self.group = group
+        self.members: set[ChainSubscriber] = set()
+        self.channel: str | None = None
+        self.task: asyncio.Task | None = None
+        self.received = 0
+        self._lock = asyncio.Lock()
+
+    async def join(self, member: ChainSubscriber) -> None:
+        """Add a subscriber; the first one joins the group (raises if the channel layer cannot)."""
+        async with self._lock:
+            if self.task is None:
+                # The layer's default prefix: channels-redis runs one receive loop per process for
+                # its "specific" channels; a channel with another prefix would starve behind it.
+                channel = await self.layer.new_channel()
+                await self.layer.group_add(self.group, channel)
+                self.channel = channel
+                self.task = asyncio.create_task(self._run(), name=f"chain hub {self.group}")
+            self.members.add(member)
+
+    async def leave(self, member: ChainSubscriber) -> None:
+        """Remove a subscriber; the last one out leaves the group and stops the hub."""
+        async with self._lock:
+            self.members.discard(member)
+            if self.members or self.task is None:
+                return
+            task, channel, self.task, self.channel = self.task, self.channel, None, None
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            with contextlib.suppress(Exception):  # the group forgets us anyway after its expiry
+                await self.layer.group_discard(self.group, channel)
+
+    async def _run(self) -> None:
+        joined_at = time.monotonic()
+        while True:
+            try:
+                if time.monotonic() - joined_at >= GROUP_REJOIN_S:
+                    await self.layer.group_add(self.group, self.channel)
+                    joined_at = time.monotonic()
+                try:
+                    event = await asyncio.wait_for(self.layer.receive(self.channel), timeout=GROUP_REJOIN_S)
+                except TimeoutError:
+                    continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis away: keep trying; re-join, a restarted Redis forgot the group
+                logger.warning("chain hub %s: channel layer error %s: %s", self.group, type(exc).__name__, exc)
+                await asyncio.sleep(RETRY_AFTER_ERROR_S)
+                joined_at = float("-inf")
+                continue
+            if event.get("type") != "chain.update":
+                continue
+            self.received += 1
+            for member in list(self.members):
+                try:
+                    member.deliver(event)
+                except Exception:  # one broken subscriber must not starve the others
+                    logger.exception("chain hub %s: a subscriber failed to take an update", self.group)
+
+
+def chain_hub(layer: Any, group: str) -> ChainHub:
+    """The hub of `group` on the running event loop (created on first use)."""
+    hubs = _hubs.setdefault(asyncio.get_running_loop(), {})
+    hub = hubs.get(group)
+    if hub is None or hub.layer is not layer:
+        hub = hubs[group] = ChainHub(layer, group)
+    return hub

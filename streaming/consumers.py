@@ -1,0 +1,222 @@
+"""The live option chain over a websocket: `ws/chain/<underlying>/<expiry>/`.
+
+Protocol in docs/websocket.md. On connect the client gets the chain's latest snapshot, then the
+deltas the ticker sends to the chain's group. Each client has a small bounded send queue between
+the channel layer and its socket: a client that cannot keep up overflows it, loses the backlog and
+gets one fresh snapshot instead, so a slow browser never holds up the ticker or the other clients
+(the channel layer's own per-channel capacity drops messages too; `ChainFeed` sees the seq gap).
+The chain's group is joined once per process by a `ChainHub`, which hands each update to every
+local consumer of the chain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+import re
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from streaming.chain_feed import ChainFeed, Decision
+from streaming.chain_hub import chain_hub
+from streaming.chain_wire import encode_browser_message
+from streaming.snapshot_store import aget_chain_snapshot, chain_group
+
+logger = logging.getLogger(__name__)
+
+# Close codes (4000-4999 are the application's). Browsers see code and reason in the close event.
+CLOSE_LOGIN_REQUIRED = 4401
+CLOSE_UNKNOWN_CHAIN = 4404
+CLOSE_TRY_AGAIN = 1013  # RFC 6455 "try again later": the page reconnects with backoff
+
+# Underlyings that fit a channel-layer group name (letters, digits, '_', '-').
+_SAFE_UNDERLYING = re.compile(r"[A-Z0-9_-]{1,40}")
+
+_RESYNC = object()  # queue marker: the backlog was dropped, send a fresh snapshot
+
+
+@dataclass(frozen=True)
+class _Text:
+    """A protocol message (error) queued for the writer like chain messages."""
+
+    text: str
+
+
+class _EncodedMessages:
+    """Every client of a chain is sent the same text for the same message: encode it once per
+    process, not once per client."""
+
+    def __init__(self, size: int = 256) -> None:
+        self._size = size
+        self._texts: OrderedDict[tuple, str] = OrderedDict()
+
+    def text(self, kind: str, chain: dict[str, Any]) -> str:
+        key = (kind, chain.get("underlying"), chain.get("expiry"), chain.get("seq"), chain.get("ts"))
+        text = self._texts.get(key)
+        if text is None:
+            text = self._texts[key] = encode_browser_message(kind, chain)
+            if len(self._texts) > self._size:
+                self._texts.popitem(last=False)
+        return text
+
+
+_encoded = _EncodedMessages()
+
+
+@database_sync_to_async
+def _chain_is_listed(underlying: str, expiry: dt.date) -> bool:
+    from subscriptions.selectors import chain_instruments
+
+    return chain_instruments(underlying=underlying, expiry=expiry).exists()
+
+
+class ChainConsumer(AsyncWebsocketConsumer):
+    """One browser watching one option chain."""
+
+    underlying: str
+    expiry: str
+    group: str | None = None
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.accept()
+            await self.close(code=CLOSE_LOGIN_REQUIRED, reason="login required")
+            return
+        kwargs = self.scope["url_route"]["kwargs"]
+        self.underlying = kwargs["underlying"].upper()
+        self.expiry = kwargs["expiry"]
+        reason = (
+            await self._unknown_chain_reason()
+            if _SAFE_UNDERLYING.fullmatch(self.underlying)
+            else (f"unsupported underlying {self.underlying[:64]!r}")
+        )
+        if reason:
+            await self.accept()
+            await self.close(code=CLOSE_UNKNOWN_CHAIN, reason=reason)
+            return
+        self.feed = ChainFeed()
+        self.queue: asyncio.Queue = asyncio.Queue(maxsize=settings.CHAIN_WS_SEND_QUEUE)
+        self.overflows = 0
+        group = chain_group(self.underlying, self.expiry)
+        hub = chain_hub(self.channel_layer, group)
+        try:
+            # Join before reading the snapshot so no delta published in between is missed.
+            await hub.join(self)
+        except Exception as exc:  # e.g. Redis pool exhausted in a reconnect storm: the page retries
+            logger.warning("could not join %s (%s: %s); asking the client to retry", group, type(exc).__name__, exc)
+            await self.accept()
+            await self.close(code=CLOSE_TRY_AGAIN, reason="server busy, try again shortly")
+            return
+        self.group, self.hub = group, hub
+        await self.accept()
+        self.queue.put_nowait(_RESYNC)
+        self.writer = asyncio.create_task(self._write_loop(), name=f"chain-ws {self.group}")
+
+    async def _unknown_chain_reason(self) -> str:
+        try:
+            expiry = dt.date.fromisoformat(self.expiry)
+        except ValueError:
+            return f"bad expiry {self.expiry!r}: use YYYY-MM-DD"
+        try:
+            if await aget_chain_snapshot(self.underlying, self.expiry) is not None:
+                return ""
+        except Exception as exc:  # the store (Redis) is down: the database still knows the chain
+            logger.warning("chain store unavailable while checking %s %s: %s", self.underlying, self.expiry, exc)
+        if await _chain_is_listed(self.underlying, expiry):
+            return ""
+        return f"unknown chain {self.underlying} {self.expiry}"
+
+    async def disconnect(self, code: int) -> None:
+        if self.group is None:
+            return
+        await self.hub.leave(self)
+        writer = getattr(self, "writer", None)
+        if writer is not None:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        try:
+            message = json.loads(text_data or "")
+        except ValueError:
+            message = None
+        if isinstance(message, dict) and message.get("action") == "snapshot":
+            self._enqueue(_RESYNC)
+        else:  # through the queue too: only the writer task writes to the socket
+            self._enqueue(_Text(json.dumps({"type": "error", "message": 'expected {"action": "snapshot"}'})))
+
+    async def chain_update(self, event: dict[str, Any]) -> None:
+        """A chain event sent to this consumer's own channel (the chain's group reaches it via the hub)."""
+        self._enqueue(event)
+
+    def deliver(self, event: dict[str, Any]) -> None:
+        """From the process's chain hub: {"type": "chain.update", "kind": "snapshot"|"delta", "chain": {...}}."""
+        self._enqueue(event)
+
+    def _enqueue(self, item: Any) -> None:
+        if self.group is None:
+            return
+        try:
+            self.queue.put_nowait(item)
+        except asyncio.QueueFull:
+            # Fell behind: drop the backlog; one fresh snapshot replaces it.
+            self.overflows += 1
+            while not self.queue.empty():
+                self.queue.get_nowait()
+            self.queue.put_nowait(_RESYNC)
+
+    async def _write_loop(self) -> None:
+        try:
+            while True:
+                item = await self.queue.get()
+                if item is _RESYNC:
+                    await self._send_fresh_snapshot(forced=True)
+                elif isinstance(item, _Text):
+                    await self.send(text_data=item.text)
+                elif item.get("kind") == "snapshot":
+                    if self.feed.on_snapshot(item["chain"]):
+                        await self._send("snapshot", item["chain"])
+                else:
+                    await self._forward_delta(item["chain"])
+        except asyncio.CancelledError:
+            raise
+        except OSError as exc:  # the client went away mid-write: nothing to report
+            logger.info("chain websocket %s closed while writing: %s", self.group, exc)
+        except Exception:  # a failure ends this client only
+            logger.exception("chain websocket writer for %s failed", self.group)
+            with contextlib.suppress(Exception):
+                await self.close(code=1011)
+
+    async def _forward_delta(self, chain: dict[str, Any]) -> None:
+        decision = self.feed.on_delta(chain)
+        if decision is Decision.SEND:
+            await self._send("delta", chain)
+        elif decision is Decision.RESYNC:
+            self.feed.resyncs += 1
+            await self._send_fresh_snapshot()
+            if self.feed.on_delta(chain) is Decision.SEND:
+                await self._send("delta", chain)
+            # Still a gap: the stored snapshot lags this delta; the next message retries.
+
+    async def _send_fresh_snapshot(self, *, forced: bool = False) -> None:
+        snapshot = await aget_chain_snapshot(self.underlying, self.expiry)
+        if snapshot is None:
+            if forced and self.feed.last_seq is None:
+                await self.send(text_data=json.dumps({"type": "waiting", "message": "no data for this chain yet"}))
+            return
+        if self.feed.on_snapshot(snapshot, forced=forced):
+            await self._send("snapshot", snapshot)
+
+    async def _send(self, kind: str, chain: dict[str, Any]) -> None:
+        await self.send(text_data=_encoded.text(kind, chain))
+        self.feed.sent(chain, kind=kind)

@@ -1,0 +1,75 @@
+"""API shapes of the live data: chain snapshots (docs/websocket.md), the chain list and health.
+
+The chain payload is produced by the ticker and passed through as it is; these serializers describe
+it for the OpenAPI schema."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+
+class ChainSideSerializer(serializers.Serializer):
+    instrument_token = serializers.IntegerField()
+    tradingsymbol = serializers.CharField()
+    ltp = serializers.FloatField(allow_null=True)
+    change = serializers.FloatField(allow_null=True, help_text="LTP minus the previous close.")
+    oi = serializers.IntegerField(allow_null=True)
+    oi_change = serializers.IntegerField(allow_null=True, help_text="OI change since the previous close.")
+    oi_change_recent = serializers.IntegerField(
+        allow_null=True, required=False, help_text="OI change over the header's oi_change_window_minutes."
+    )
+    volume = serializers.IntegerField(allow_null=True)
+    iv = serializers.FloatField(allow_null=True, help_text="Implied volatility as a fraction (0.132 = 13.2%).")
+    delta = serializers.FloatField(allow_null=True)
+    gamma = serializers.FloatField(allow_null=True)
+    theta = serializers.FloatField(allow_null=True, help_text="Per calendar day.")
+    vega = serializers.FloatField(allow_null=True, help_text="Per volatility point.")
+    bid = serializers.FloatField(allow_null=True)
+    ask = serializers.FloatField(allow_null=True)
+    updated_at = serializers.FloatField(allow_null=True, help_text="Epoch seconds of the last tick.")
+
+
+class ChainRowSerializer(serializers.Serializer):
+    strike = serializers.FloatField()
+    CE = ChainSideSerializer(required=False)
+    PE = ChainSideSerializer(required=False)
+
+
+class ChainHeaderSerializer(serializers.Serializer):
+    spot = serializers.FloatField(allow_null=True)
+    forward = serializers.FloatField(allow_null=True)
+    atm_strike = serializers.FloatField(allow_null=True)
+    pcr_oi = serializers.FloatField(allow_null=True)
+    pcr_volume = serializers.FloatField(allow_null=True)
+    max_pain = serializers.FloatField(allow_null=True)
+    time_to_expiry_years = serializers.FloatField(allow_null=True)
+    expires_at = serializers.DateTimeField()
+    last_tick_at = serializers.FloatField(allow_null=True)
+
+
+class ChainSnapshotSerializer(serializers.Serializer):
+    underlying = serializers.CharField()
+    expiry = serializers.DateField()
+    seq = serializers.IntegerField()
+    ts = serializers.FloatField()
+    source = serializers.ChoiceField(choices=["mock", "live"])
+    header = ChainHeaderSerializer()
+    rows = ChainRowSerializer(many=True)
+
+
+class ChainListItemSerializer(serializers.Serializer):
+    underlying = serializers.CharField()
+    expiries = serializers.ListField(child=serializers.DateField())
+    streaming = serializers.ListField(
+        child=serializers.DateField(), help_text="Expiries whose live snapshot exists right now."
+    )
+
+
+class HealthCheckSerializer(serializers.Serializer):
+    ok = serializers.BooleanField()
+    detail = serializers.CharField()
+
+
+class HealthSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["ok", "degraded", "down"])
+    checks = serializers.DictField(child=HealthCheckSerializer())

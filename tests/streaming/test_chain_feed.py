@@ -1,0 +1,46 @@
+"""Per-client sequencing of chain messages (pure)."""
+
+from __future__ import annotations
+
+from streaming.chain_feed import ChainFeed, Decision
+
+
+def msg(seq: int, ts: float) -> dict:
+    return {"seq": seq, "ts": ts}
+
+
+def test_a_new_client_needs_a_snapshot_before_any_delta():
+    assert ChainFeed().on_delta(msg(7, 1.0)) is Decision.RESYNC
+
+
+def test_consecutive_deltas_are_sent_and_older_ones_skipped():
+    feed = ChainFeed()
+    feed.sent(msg(10, 5.0), kind="snapshot")
+    assert feed.on_delta(msg(9, 4.9)) is Decision.SKIP
+    assert feed.on_delta(msg(10, 5.0)) is Decision.SKIP
+    assert feed.on_delta(msg(11, 5.1)) is Decision.SEND
+    feed.sent(msg(11, 5.1), kind="delta")
+    assert (feed.snapshots_sent, feed.deltas_sent) == (1, 1)
+
+
+def test_a_gap_asks_for_a_fresh_snapshot():
+    feed = ChainFeed()
+    feed.sent(msg(10, 5.0), kind="snapshot")
+    assert feed.on_delta(msg(13, 5.3)) is Decision.RESYNC
+
+
+def test_a_restarted_ticker_numbering_from_one_is_followed():
+    feed = ChainFeed()
+    feed.sent(msg(500, 100.0), kind="delta")
+    assert feed.on_delta(msg(2, 160.0)) is Decision.RESYNC
+    assert feed.on_snapshot(msg(2, 160.0))
+
+
+def test_snapshots_are_sent_only_when_newer_unless_asked_for():
+    feed = ChainFeed()
+    assert feed.on_snapshot(msg(3, 1.0))
+    feed.sent(msg(3, 1.0), kind="snapshot")
+    assert not feed.on_snapshot(msg(3, 1.0))
+    assert not feed.on_snapshot(msg(2, 0.9))
+    assert feed.on_snapshot(msg(4, 1.1))
+    assert feed.on_snapshot(msg(3, 1.0), forced=True)
