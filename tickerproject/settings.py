@@ -64,6 +64,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "tickerproject.throttling.LoginThrottleMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -120,7 +121,9 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                # redis-py ≥ 8 times socket reads out after 5 s by default, exactly as long as the layer's
+                # blocking BZPOPMIN waits: every websocket idle for 5 s was torn down (channels_redis#422).
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 15.0}],
                 "prefix": "tp:asgi",
                 # A slow websocket client loses messages past this, then gets a fresh snapshot.
                 "capacity": env.int("CHANNEL_CAPACITY", default=200),
@@ -179,6 +182,10 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LOGIN_URL = "/admin/login/"
+# Failed sign-ins (admin, chain page, API token) before a 429, see tickerproject/throttling.py.
+LOGIN_THROTTLE_FAILURES = env.int("LOGIN_THROTTLE_FAILURES", default=5)
+LOGIN_THROTTLE_FAILURES_PER_ADDRESS = env.int("LOGIN_THROTTLE_FAILURES_PER_ADDRESS", default=20)
+LOGIN_THROTTLE_WINDOW_S = env.int("LOGIN_THROTTLE_WINDOW_S", default=900)
 
 # --- Security (production values come from the environment, see README.md) -----------------
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
@@ -194,9 +201,10 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 
 # --- REST API -------------------------------------------------------------------------------
 REST_FRAMEWORK = {
+    # Token first: an unauthenticated API call then gets 401 with `WWW-Authenticate: Token` (not 403).
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
         "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
@@ -232,6 +240,8 @@ KITE_LOGIN_URL = env.str("KITE_LOGIN_URL", default="https://kite.zerodha.com/con
 TICKER_MODE = env.str("TICKER_MODE", default="auto")  # auto | live | mock
 CHAIN_GREEKS_INTERVAL_MS = env.int("CHAIN_GREEKS_INTERVAL_MS", default=200)
 CHAIN_PUBLISH_INTERVAL_MS = env.int("CHAIN_PUBLISH_INTERVAL_MS", default=250)
+# Per websocket client: chain messages waiting to be written; past this the client gets a fresh snapshot.
+CHAIN_WS_SEND_QUEUE = env.int("CHAIN_WS_SEND_QUEUE", default=16)
 RISK_FREE_RATE = env.float("RISK_FREE_RATE", default=0.065)
 MOCK_SEED = env.int("MOCK_SEED", default=20241224)
 MOCK_STATE_MAX_SIZE = env.int("MOCK_STATE_MAX_SIZE", default=5000)
@@ -240,6 +250,8 @@ HISTORICAL_DAYS = env.int("HISTORICAL_DAYS", default=30)
 HISTORICAL_BOOTSTRAP_BATCH = env.int("HISTORICAL_BOOTSTRAP_BATCH", default=50)
 HISTORICAL_INTERVALS = env.list("HISTORICAL_INTERVALS", default=["minute", "day"])
 HISTORICAL_RATE_PER_SECOND = env.float("HISTORICAL_RATE_PER_SECOND", default=3.0)
+# Queue a backfill for each new subscription after its commit (history.signals).
+HISTORY_BACKFILL_ON_SUBSCRIBE = env.bool("HISTORY_BACKFILL_ON_SUBSCRIBE", default=True)
 RELOAD_MIN_INTERVAL_S = env.float("RELOAD_MIN_INTERVAL_S", default=1.0)
 RELOAD_QUEUE_MAX = env.int("RELOAD_QUEUE_MAX", default=100)
 REDIS_BREAKER_FAILURES = env.int("REDIS_BREAKER_FAILURES", default=5)
