@@ -7,7 +7,9 @@ import re
 
 # access_token=..., api_secret: ..., "request_token": "...", Authorization: token key:secret
 _PATTERNS = [
-    re.compile(r"(?i)((?:access_token|api_secret|request_token|enctoken|checksum)[\"']?\s*[=:]\s*[\"']?)([^\s&\"',}]+)"),
+    re.compile(
+        r"(?i)((?:access_token|api_secret|request_token|enctoken|checksum)[\"']?\s*[=:]\s*[\"']?)([^\s&\"',}]+)"
+    ),
     re.compile(r"(?i)(authorization[\"']?\s*[=:]\s*[\"']?token\s+[^:\s]+:)([^\s\"',}]+)"),
 ]
 
