@@ -10,16 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 
-MAX_DAYS_PER_REQUEST: dict[str, int] = {
-    "minute": 60,
-    "3minute": 100,
-    "5minute": 100,
-    "10minute": 100,
-    "15minute": 200,
-    "30minute": 200,
-    "60minute": 400,
-    "day": 2000,
-}
+from streaming.kite.limits import MAX_DAYS_PER_REQUEST
 
 INTERVAL_SECONDS: dict[str, int] = {
     "minute": 60,

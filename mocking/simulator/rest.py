@@ -35,34 +35,10 @@ from urllib.parse import parse_qs
 from zoneinfo import ZoneInfo
 
 from mocking.simulator.state import SimAccount, SimulatorState
+from streaming.kite.limits import INSTRUMENT_COLUMNS, MAX_DAYS_PER_REQUEST
 
 IST = ZoneInfo("Asia/Kolkata")
 
-# Kite's per-request span limits (docs/kite-protocol.md); kept here too so the simulator stays Django-free.
-MAX_DAYS_PER_REQUEST = {
-    "minute": 60,
-    "3minute": 100,
-    "5minute": 100,
-    "10minute": 100,
-    "15minute": 200,
-    "30minute": 200,
-    "60minute": 400,
-    "day": 2000,
-}
-INSTRUMENT_COLUMNS = [
-    "instrument_token",
-    "exchange_token",
-    "tradingsymbol",
-    "name",
-    "last_price",
-    "expiry",
-    "strike",
-    "tick_size",
-    "lot_size",
-    "instrument_type",
-    "segment",
-    "exchange",
-]
 _FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "kite-fixtures"
 _HISTORICAL_PATH = re.compile(r"^/instruments/historical/(?P<token>[^/]+)/(?P<interval>[^/]+)/?$")
 

@@ -18,24 +18,12 @@ from pathlib import Path
 from django.db import transaction
 from django.utils import timezone
 
+from streaming.kite.limits import INSTRUMENT_COLUMNS
 from subscriptions.models import Instrument
 
 logger = logging.getLogger(__name__)
 
-COLUMNS = (
-    "instrument_token",
-    "exchange_token",
-    "tradingsymbol",
-    "name",
-    "last_price",
-    "expiry",
-    "strike",
-    "tick_size",
-    "lot_size",
-    "instrument_type",
-    "segment",
-    "exchange",
-)
+COLUMNS = INSTRUMENT_COLUMNS
 UPDATE_FIELDS = [c for c in COLUMNS if c not in ("exchange", "tradingsymbol")] + [
     "underlying",
     "delisted_at",
