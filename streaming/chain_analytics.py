@@ -87,10 +87,17 @@ def max_pain(strikes: np.ndarray, ce_oi: np.ndarray, pe_oi: np.ndarray) -> float
     pe = np.nan_to_num(np.asarray(pe_oi, dtype=np.float64))
     if not len(strikes) or (ce.sum() + pe.sum()) <= 0:
         return math.nan
-    settle = strikes[:, None]  # candidate settlement prices (rows) against every strike (columns)
-    payout = (np.maximum(settle - strikes[None, :], 0.0) * ce[None, :]).sum(axis=1) + (
-        np.maximum(strikes[None, :] - settle, 0.0) * pe[None, :]
-    ).sum(axis=1)
+    # Writers' payout at each candidate settlement K = strikes[j] (strikes ascending), in O(n) with
+    # prefix sums rather than the n x n matrix: calls below K pay sum(ce_i * (K - k_i)) =
+    # K * CE(<j) - CEK(<j); puts above K pay sum(pe_i * (k_i - K)) = PEK(>j) - K * PE(>j).
+    order = np.argsort(strikes, kind="stable")
+    k, ce, pe = strikes[order], ce[order], pe[order]
+    ce_below = np.cumsum(ce) - ce
+    ce_k_below = np.cumsum(ce * k) - ce * k
+    pe_above = pe[::-1].cumsum()[::-1] - pe
+    pe_k_above = (pe * k)[::-1].cumsum()[::-1] - pe * k
+    payout = (k * ce_below - ce_k_below) + (pe_k_above - k * pe_above)
+    strikes = k
     return float(strikes[np.argmin(payout)])
 
 

@@ -120,8 +120,9 @@ def _rounded(values: np.ndarray, digits: int) -> list[float | None]:
 
 def _ints(values: np.ndarray) -> list[int | None]:
     values = np.asarray(values, dtype=np.float64)
-    out: list[int | None] = [int(v) for v in np.nan_to_num(values).tolist()]
     bad = ~np.isfinite(values)
+    # Truncation toward zero, as int() does; non-finite entries become None below.
+    out: list[int | None] = np.where(bad, 0.0, values).astype(np.int64).tolist()
     if bad.any():
         for n in np.flatnonzero(bad).tolist():
             out[n] = None

@@ -113,20 +113,34 @@ class _SnapshotEncoder:
     objects from one snapshot to the next (copy-on-write in ChainBook), so their JSON is reused."""
 
     def __init__(self) -> None:
-        self._rows: dict[tuple[str, str], list[tuple[int, bytes]]] = {}
+        # The row objects themselves are kept, not their id(): a freed row's id is soon reused by a
+        # new dict (CPython's dict free list), which must not match the old row's JSON.
+        self._rows: dict[tuple[str, str], list[tuple[dict[str, Any], bytes]]] = {}
 
     def encode(self, snapshot: dict[str, Any]) -> bytes:
         key = (snapshot["underlying"], snapshot["expiry"])
         cached = self._rows.get(key, [])
-        parts: list[tuple[int, bytes]] = []
+        parts: list[tuple[dict[str, Any], bytes]] = []
         for n, row in enumerate(snapshot["rows"]):
-            if n < len(cached) and cached[n][0] == id(row):
+            if n < len(cached) and cached[n][0] is row:
                 parts.append(cached[n])
             else:
-                parts.append((id(row), _dumps(row)))
+                parts.append((row, _dumps(row)))
         self._rows[key] = parts
         head = _dumps({k: v for k, v in snapshot.items() if k != "rows"})
         return head[:-1] + b',"rows":[' + b",".join(p for _, p in parts) + b"]}"
+
+
+class SharedPayload(dict):
+    """A chain message that nobody mutates once built (ChainBook builds a new one per message, and
+    readers only read it): a deep copy of it is itself. The in-memory channel layer deep-copies every
+    message once per group member to isolate senders from receivers; for a ~full-chain delta that
+    copy cost more than building it. Other layers serialise it as the plain dict it is."""
+
+    __slots__ = ()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> SharedPayload:
+        return self
 
 
 class ChannelPublisher:
@@ -156,7 +170,8 @@ class ChannelPublisher:
             # outlives the ticker's shutdown.
             async with asyncio.timeout(self.timeout_s):
                 await self.layer.group_send(
-                    chain_group(underlying, expiry), {"type": "chain.update", "kind": kind, "chain": delta}
+                    chain_group(underlying, expiry),
+                    {"type": "chain.update", "kind": kind, "chain": SharedPayload(delta)},
                 )
         except Exception as exc:  # e.g. the Redis channel layer lost Redis: the next delta tries again
             self.failed += 1
@@ -310,6 +325,7 @@ __all__ = [
     "LATEST_KEY",
     "ChannelPublisher",
     "RedisPublisher",
+    "SharedPayload",
     "chain_channel",
     "decode_latest",
     "latest_records",

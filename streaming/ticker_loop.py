@@ -198,6 +198,7 @@ class TickerLoop:
         self._market_tokens: set[int] = set()
         self._dirty = asyncio.Event()
         self._latest_seq = 0
+        self._tokens_cache: tuple[Any, dict[Any, dict[int, str]]] | None = None
         self._tokens_of: dict[int, str] = {}  # account id -> access token in use (never logged)
         self._backfilled: set[tuple[int, dt.date]] = set()
         self._stop_backfill = threading.Event()
@@ -442,7 +443,7 @@ class TickerLoop:
         self.state.register([i.instrument_token for i in instruments])
         self._rebuild_chains(instruments)
         # Only the accounts this ticker holds the lease of; another ticker streams the others.
-        desired = {p: t for p, t in plan.connection_tokens().items() if self.leases.holds(p.account_id)}
+        desired = {p: t for p, t in self._connection_tokens(plan).items() if self.leases.holds(p.account_id)}
         self._held_applied = {p.account_id for p in desired}
         modes = {
             account_id: account_mode(
@@ -500,8 +501,15 @@ class TickerLoop:
                 instruments=len(tokens),
             )
 
+    def _connection_tokens(self, plan: Any) -> dict[Any, dict[int, str]]:
+        """`plan.connection_tokens()`, computed once per plan: it walks every instrument, and the
+        lease check asks for it every second."""
+        if self._tokens_cache is None or self._tokens_cache[0] is not plan:
+            self._tokens_cache = (plan, plan.connection_tokens())
+        return self._tokens_cache[1]
+
     async def _sync_leases(self, plan: Any) -> set[int]:
-        wanted = {p.account_id for p in plan.connection_tokens()}
+        wanted = {p.account_id for p in self._connection_tokens(plan)}
         return await self.leases.sync(wanted)
 
     async def _leases_forever(self) -> None:
@@ -512,7 +520,7 @@ class TickerLoop:
             if self.plan is None:
                 continue
             held = await self._sync_leases(self.plan)
-            wanted = {p.account_id for p in self.plan.connection_tokens()}
+            wanted = {p.account_id for p in self._connection_tokens(self.plan)}
             if held & wanted != self._held_applied:
                 log.info("ticker %s now streams accounts %s", self.ticker_id, sorted(held & wanted))
                 self._apply_plan(self.plan, market_open=is_market_open(self.now(), self.holidays))

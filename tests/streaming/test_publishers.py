@@ -18,6 +18,8 @@ from streaming.publishers import (
     LATEST_KEY,
     ChannelPublisher,
     RedisPublisher,
+    SharedPayload,
+    _dumps,
     _SnapshotEncoder,
     chain_channel,
     decode_latest,
@@ -147,3 +149,26 @@ def test_snapshot_encoder_reuses_unchanged_rows_and_stays_exact():
     changed[2] = {"strike": 2.0, "CE": {"ltp": 99}}
     second = {**snapshot, "seq": 2, "rows": changed}
     assert json.loads(encoder.encode(second)) == second
+
+
+def test_snapshot_encoder_never_mistakes_a_new_row_for_a_freed_one():
+    # A freed row's memory (and so its id()) is reused by the next dict CPython allocates: the
+    # encoder must compare row objects, not ids, or a new row would go out with the old row's JSON.
+    encoder = _SnapshotEncoder()
+    snapshot = {"underlying": "NIFTY", "expiry": "2026-12-01", "seq": 0, "rows": [{"strike": 1.0, "CE": {"ltp": 0}}]}
+    encoder.encode(snapshot)
+    for n in range(1, 50):
+        snapshot["rows"] = None  # the previous row is freed here...
+        row = {"strike": 1.0}  # ...and this dict most likely takes its place
+        row["CE"] = {"ltp": n}
+        snapshot = {**snapshot, "seq": n, "rows": [row]}
+        assert json.loads(encoder.encode(snapshot))["rows"][0]["CE"]["ltp"] == n
+
+
+def test_channel_payload_is_shared_not_copied_and_reads_as_the_delta():
+    import copy
+
+    delta = {"underlying": "NIFTY", "expiry": "2026-12-01", "seq": 3, "rows": [{"strike": 1.0, "CE": {"ltp": 2.5}}]}
+    payload = SharedPayload(delta)
+    assert copy.deepcopy(payload) is payload  # the in-memory layer's per-member deep copy costs nothing
+    assert payload == delta and json.loads(_dumps(payload)) == delta
