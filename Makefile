@@ -35,7 +35,8 @@ test: install ## Run the test suite (real PostgreSQL/Redis when DATABASE_URL/RED
 	$(TEST_ENV) $(PY) -m pytest $(PYTEST_ARGS)
 
 .PHONY: bench
-bench: install ## Run the benchmarks; prints one JSON object per line
+bench: install ## Run the benchmarks (JSON lines); DATABASE_URL=postgres://... for the candle upsert figure
+	$(TEST_ENV) $(PY) manage.py migrate --noinput -v0
 	$(TEST_ENV) $(PY) -m benchmarks $(BENCH_ARGS)
 
 .PHONY: soak
