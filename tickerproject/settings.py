@@ -98,10 +98,16 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # WAL lets the ticker read while the admin writes in embedded mode.
+    # WAL lets the ticker read while the admin writes in embedded mode. IMMEDIATE transactions take the
+    # write lock when they begin, so a write waits (up to `timeout` s) for the background backfill instead
+    # of failing at once with "database is locked" when a read transaction tries to become a write.
     DATABASES["default"].setdefault("OPTIONS", {})
     DATABASES["default"]["OPTIONS"].update(
-        {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL;PRAGMA synchronous=NORMAL;"}
+        {
+            "timeout": 20,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL;PRAGMA synchronous=NORMAL;",
+        }
     )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
