@@ -4,7 +4,6 @@ foreground (`manage.py runsimulator`)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import socket
 import threading
@@ -20,36 +19,8 @@ log = logging.getLogger(__name__)
 
 
 def simulator_app(state: SimulatorState) -> ASGIApp:
-    """The simulator's ASGI app; while the REST module is missing, HTTP answers 503 and the ticker works."""
-    try:
-        return build_app(state)
-    except ImportError as exc:
-        if exc.name != "mocking.simulator.rest" and "rest" not in str(exc):
-            raise
-        from mocking.simulator import ticker
-
-        log.warning("simulator: REST endpoints unavailable (%s); serving the ticker only", exc)
-
-        async def app(scope: dict, receive, send) -> None:
-            if scope["type"] == "websocket":
-                await ticker.handle_websocket(scope, receive, send, state)
-            elif scope["type"] == "http":
-                body = json.dumps(
-                    {"status": "error", "message": "REST endpoints not available", "error_type": "GeneralException"}
-                ).encode()
-                headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-                await send({"type": "http.response.start", "status": 503, "headers": headers})
-                await send({"type": "http.response.body", "body": body})
-            elif scope["type"] == "lifespan":
-                while True:
-                    message = await receive()
-                    if message["type"] == "lifespan.startup":
-                        await send({"type": "lifespan.startup.complete"})
-                    elif message["type"] == "lifespan.shutdown":
-                        await send({"type": "lifespan.shutdown.complete"})
-                        return
-
-        return app
+    """The simulator's ASGI app (ticker WebSocket + REST endpoints)."""
+    return build_app(state)
 
 
 def _config(state: SimulatorState, host: str, port: int) -> uvicorn.Config:
