@@ -7,6 +7,11 @@ stops streaming the account once its *local* deadline passes, which is earlier t
 expiry on the server (`safety_ms`), so two processes never stream one account at the same time.
 Others take over within `ttl` plus one acquisition interval.
 
+If Redis loses its data (a restart without persistence), every lease key vanishes while its owner still
+holds the lease locally. An `epoch` key tells the tickers that saw it happen: holders re-create their own
+keys at once (streaming goes on), and for one lease time nobody takes an account it did not hold, so an
+owner that is still alive re-asserts its lease before anyone else can take it.
+
 Embedded mode (no Redis) has one ticker process: `LocalLeases` grants everything.
 """
 
@@ -20,10 +25,17 @@ from typing import Protocol
 logger = logging.getLogger(__name__)
 
 KEY_PREFIX = "tp:lease:account:"
+EPOCH_KEY = "tp:lease:epoch"
 
+# Extend our own lease; re-create it if it vanished (Redis lost its data while we held it locally).
 _RENEW = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
+local owner = redis.call('get', KEYS[1])
+if owner == ARGV[1] then
   return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+if not owner then
+  redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 2
 end
 return 0
 """
@@ -64,6 +76,8 @@ class RedisLeases:
         self.safety_ms = safety_ms
         self._clock = clock
         self._deadlines: dict[int, float] = {}  # account id -> local monotonic deadline
+        self._epoch: bytes | None = None  # the Redis data generation this ticker last saw
+        self._no_new_until = 0.0  # after a data loss: take no account we did not hold before this
         self._renew = redis.register_script(_RENEW)
         self._release = redis.register_script(_RELEASE)
 
@@ -74,8 +88,26 @@ class RedisLeases:
     def held(self) -> set[int]:
         return {account_id for account_id in self._deadlines if self.holds(account_id)}
 
+    async def _check_epoch(self) -> None:
+        try:
+            epoch = await self.redis.get(EPOCH_KEY)
+            if epoch is None:
+                await self.redis.set(EPOCH_KEY, f"{self.owner}:{time.time()}", nx=True)
+                epoch = await self.redis.get(EPOCH_KEY)
+        except Exception as exc:
+            logger.warning("lease epoch check failed: %s", exc)
+            return
+        if self._epoch is not None and epoch != self._epoch:
+            self._no_new_until = self._clock() + self.ttl_ms / 1000
+            logger.warning(
+                "Redis lost the lease keys: re-asserting held leases, taking no other account for %.0f s",
+                self.ttl_ms / 1000,
+            )
+        self._epoch = epoch
+
     async def sync(self, wanted: Iterable[int]) -> set[int]:
         wanted = set(wanted)
+        await self._check_epoch()
         for account_id in list(self._deadlines):
             if account_id not in wanted:
                 await self.release(account_id)
@@ -84,6 +116,8 @@ class RedisLeases:
             try:
                 if account_id in self._deadlines:
                     ok = bool(await self._renew(keys=[KEY_PREFIX + str(account_id)], args=[self.owner, self.ttl_ms]))
+                elif started < self._no_new_until:
+                    continue
                 else:
                     ok = bool(await self.redis.set(KEY_PREFIX + str(account_id), self.owner, nx=True, px=self.ttl_ms))
             except Exception as exc:  # Redis down: keep what we hold until the local deadline passes

@@ -93,3 +93,36 @@ async def test_local_leases_grant_everything():
     assert leases.holds(1)
     await leases.release_all()
     assert not leases.holds(1)
+
+
+@pytest.mark.redis
+async def test_after_redis_loses_its_data_holders_keep_their_accounts_and_nobody_takes_them(redis):
+    clock = FakeClock()
+    a = RedisLeases(redis, owner="ticker-a", ttl_ms=10_000, safety_ms=2_000, clock=clock)
+    b = RedisLeases(redis, owner="ticker-b", ttl_ms=10_000, safety_ms=2_000, clock=clock)
+    assert await a.sync({1}) == {1}
+    assert await b.sync({1, 2}) == {2}
+    await redis.flushdb()  # a Redis restart without persistence: every lease key is gone
+
+    clock.now += 1
+    assert await b.sync({1, 2}) == {2}  # b re-creates its own key but must not take a's account
+    assert await a.sync({1}) == {1}  # a re-asserts its lease and keeps streaming
+    assert await redis.get(KEY_PREFIX + "1") == b"ticker-a"
+    assert await redis.get(KEY_PREFIX + "2") == b"ticker-b"
+
+
+@pytest.mark.redis
+async def test_after_a_data_loss_an_account_whose_holder_is_gone_is_taken_after_one_lease_time(redis):
+    clock = FakeClock()
+    a = RedisLeases(redis, owner="ticker-a", ttl_ms=10_000, safety_ms=2_000, clock=clock)
+    b = RedisLeases(redis, owner="ticker-b", ttl_ms=10_000, safety_ms=2_000, clock=clock)
+    await a.sync({1})
+    await b.sync({1})
+    await redis.flushdb()  # ... and ticker-a died with it
+    clock.now += 1
+    assert await b.sync({1}) == set()
+    clock.now += 9.5
+    assert await b.sync({1}) == set()  # still within one lease time of noticing the loss
+    clock.now += 1
+    assert await b.sync({1}) == {1}
+    assert not a.holds(1)  # a's own local deadline (ttl - safety) passed long before
