@@ -614,21 +614,7 @@ class TickerLoop:
         new = [i for i in instruments if i.instrument_token not in self._market_tokens]
         if not new:
             return
-        self._mock_market().set_instruments(
-            InstrumentSpec(
-                instrument_token=i.instrument_token,
-                tradingsymbol=i.tradingsymbol,
-                underlying=i.underlying,
-                instrument_type=i.instrument_type,
-                strike=float(i.strike or 0.0),
-                expiry=i.expiry,
-                tick_size=float(i.tick_size or 0.05),
-                lot_size=int(i.lot_size or 1),
-                segment=i.segment,
-                exchange=i.exchange,
-            )
-            for i in new
-        )
+        self._mock_market().set_instruments(InstrumentSpec.from_instrument(i) for i in new)
         self._market_tokens.update(i.instrument_token for i in new)
 
     # --- auth failures -------------------------------------------------------------------------------

@@ -159,23 +159,9 @@ class KiteCandleSource:
 
 def instrument_spec(instrument: Instrument) -> Any:
     """The mock market's InstrumentSpec for an Instrument row."""
-    try:
-        from mocking.market import InstrumentSpec
-    except ImportError:  # the package re-exports it; fall back to its home module
-        from mocking.market.spec import InstrumentSpec
+    from mocking.market import InstrumentSpec
 
-    return InstrumentSpec(
-        instrument_token=instrument.instrument_token,
-        tradingsymbol=instrument.tradingsymbol,
-        underlying=instrument.underlying or instrument.name or instrument.tradingsymbol,
-        instrument_type=instrument.instrument_type,
-        strike=instrument.strike,
-        expiry=instrument.expiry,
-        tick_size=instrument.tick_size,
-        lot_size=instrument.lot_size,
-        segment=instrument.segment,
-        exchange=instrument.exchange,
-    )
+    return InstrumentSpec.from_instrument(instrument)
 
 
 class MockCandleSource:

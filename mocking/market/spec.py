@@ -8,6 +8,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 INDEX_SEGMENT = "INDICES"
 INDEX_SEGMENT_CODE = 9  # instrument_token & 0xff for indices
@@ -31,6 +32,22 @@ class InstrumentSpec:
     lot_size: int = 1
     segment: str = "NSE"
     exchange: str = "NSE"
+
+    @classmethod
+    def from_instrument(cls, row: Any) -> InstrumentSpec:
+        """The spec of anything shaped like Kite's instruments dump (an Instrument row, a planned instrument)."""
+        return cls(
+            instrument_token=int(row.instrument_token),
+            tradingsymbol=row.tradingsymbol,
+            underlying=row.underlying or getattr(row, "name", "") or row.tradingsymbol,
+            instrument_type=row.instrument_type,
+            strike=float(row.strike or 0.0),
+            expiry=row.expiry,
+            tick_size=float(row.tick_size or 0.05),
+            lot_size=int(row.lot_size or 1),
+            segment=row.segment,
+            exchange=row.exchange,
+        )
 
     @property
     def is_index(self) -> bool:

@@ -110,18 +110,7 @@ def build_state_from_db(*, seed: int, ticks_per_second: float = 1.0) -> Simulato
     market_module = _market_module()
     if market_module is not None:
         state.instruments = [
-            market_module.InstrumentSpec(
-                instrument_token=row.instrument_token,
-                tradingsymbol=row.tradingsymbol,
-                underlying=row.underlying or row.name or row.tradingsymbol,
-                instrument_type=row.instrument_type,
-                strike=float(row.strike),
-                expiry=row.expiry,
-                tick_size=float(row.tick_size),
-                lot_size=int(row.lot_size),
-                segment=row.segment,
-                exchange=row.exchange,
-            )
+            market_module.InstrumentSpec.from_instrument(row)
             for row in Instrument.objects.filter(delisted_at__isnull=True).order_by("id").iterator()
         ]
     state.market = make_market(state.instruments, seed=seed)

@@ -78,18 +78,7 @@ class SessionCandleMarket:
 def spec_for(instrument):
     from mocking.market.spec import InstrumentSpec
 
-    return InstrumentSpec(
-        instrument_token=instrument.instrument_token,
-        tradingsymbol=instrument.tradingsymbol,
-        underlying=instrument.underlying,
-        instrument_type=instrument.instrument_type,
-        strike=instrument.strike,
-        expiry=instrument.expiry,
-        tick_size=instrument.tick_size,
-        lot_size=instrument.lot_size,
-        segment=instrument.segment,
-        exchange=instrument.exchange,
-    )
+    return InstrumentSpec.from_instrument(instrument)
 
 
 def make_state(instruments=(), *, rate: float = 3.0, market=None) -> SimulatorState:

@@ -93,18 +93,7 @@ def make_account(
 def instrument_spec(instrument: Instrument):
     from mocking.market import InstrumentSpec
 
-    return InstrumentSpec(
-        instrument_token=instrument.instrument_token,
-        tradingsymbol=instrument.tradingsymbol,
-        underlying=instrument.underlying,
-        instrument_type=instrument.instrument_type,
-        strike=instrument.strike,
-        expiry=instrument.expiry,
-        tick_size=instrument.tick_size,
-        lot_size=instrument.lot_size,
-        segment=instrument.segment,
-        exchange=instrument.exchange,
-    )
+    return InstrumentSpec.from_instrument(instrument)
 
 
 def free_port() -> int:
