@@ -6,10 +6,14 @@ ticker loop running in this process, exactly as `runticker` runs it (Kite client
 Figures (one JSON line each):
 - ticker CPU (% of one core) at 1 tick/s per instrument, target ≤35%;
 - tick-to-channel-layer latency p50/p99 (from a frame's arrival to the chain delta carrying it being
-  handed to the channel layer), target p99 ≤100 ms. Run twice: with the default per-chain publish
-  interval (CHAIN_PUBLISH_INTERVAL_MS, 250 ms: a tick waits for its chain's next slot, so this
-  interval bounds the latency from below by design) and with a 50 ms interval;
+  handed to the channel layer), target p99 ≤100 ms, at the default cadence (CHAIN_STREAM_INTERVAL_MS,
+  50 ms per chain);
+- browser pacing under that load: each chain's group is read by a `ChainHub` (what a web process runs),
+  which pushes to its websocket clients at most every CHAIN_PUBLISH_INTERVAL_MS (250 ms), folding the
+  deltas in between; reported as pushes per chain per second and the shortest gap between two pushes;
 - the same with Redis publishing on (a throwaway redis-server), when the binary is available;
+- for comparison, the previous design: the ticker itself paced to 250 ms per chain (a tick then waits
+  for its chain's next slot, so the interval bounds the latency from below);
 - ingest through the simulator at 2 ticks/s per instrument (the simulator, which shares the cores,
   tends to run out first), and the loop's own highest sustained ingest rate: pre-packed Kite frames
   pushed through the columnar parser, market state and chain publishing as fast as one core allows;
@@ -194,9 +198,22 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-async def _run_once(*, rate: float, publish_interval_s: float, redis_url: str | None) -> dict[str, float]:
+class _PushRecorder:
+    """A websocket client as the hub sees it: records when each push reached it."""
+
+    def __init__(self) -> None:
+        self.at: list[float] = []
+
+    def deliver(self, event: dict[str, Any]) -> None:
+        self.at.append(time.monotonic())
+
+
+async def _run_once(
+    *, rate: float, stream_interval_s: float, redis_url: str | None, browser_interval_s: float = 0.25
+) -> dict[str, float]:
     from channels.layers import InMemoryChannelLayer
 
+    from streaming.chain_hub import ChainHub
     from streaming.snapshot_store import chain_group
     from streaming.ticker_loop import LoopConfig, TickerLoop
 
@@ -212,7 +229,7 @@ async def _run_once(*, rate: float, publish_interval_s: float, redis_url: str | 
     config = LoopConfig(
         mode="live",
         ws_root=f"ws://127.0.0.1:{port}",
-        publish_interval_s=publish_interval_s,
+        stream_interval_s=stream_interval_s,
         greeks_interval_s=0.2,
         backfill_on_start=False,
         reload_check_interval_s=None,
@@ -222,28 +239,27 @@ async def _run_once(*, rate: float, publish_interval_s: float, redis_url: str | 
     )
     stop = asyncio.Event()
     task = asyncio.create_task(loop.run(stop))
-    drained = 0
-
-    async def drain(channel: str) -> None:  # one browser-like reader per chain
-        nonlocal drained
-        while True:
-            await layer.receive(channel)
-            drained += 1
-
-    readers = []
+    hubs: list[tuple[ChainHub, _PushRecorder]] = []
     try:
         await asyncio.wait_for(loop.started.wait(), 30)
-        for underlying, expiry in list(loop.chains):
-            channel = await layer.new_channel()
-            await layer.group_add(chain_group(underlying, expiry), channel)
-            readers.append(asyncio.create_task(drain(channel)))
+        for underlying, expiry in list(loop.chains):  # one web process's hub per chain
+            hub, recorder = (
+                ChainHub(layer, chain_group(underlying, expiry), interval_s=browser_interval_s),
+                _PushRecorder(),
+            )
+            await hub.join(recorder)
+            hubs.append((hub, recorder))
         await asyncio.sleep(WARMUP_S)
         loop.pending_latency.clear()
         ticks0, cpu0, wall0 = loop.state.ticks_applied, time.process_time(), time.monotonic()
         await asyncio.sleep(MEASURE_S)
         ticks1, cpu1, wall1 = loop.state.ticks_applied, time.process_time(), time.monotonic()
         latencies = np.array(loop.pending_latency) * 1000
+        pushes = [np.array([t for t in recorder.at if wall0 <= t <= wall1]) for _, recorder in hubs]
+        gaps = [np.diff(p) for p in pushes if len(p) > 1]
         return {
+            "browser_pushes_per_chain_s": float(np.mean([len(p) for p in pushes]) / (wall1 - wall0)),
+            "browser_min_gap_ms": float(min(g.min() for g in gaps) * 1000) if gaps else float("nan"),
             "cpu_percent": 100 * (cpu1 - cpu0) / (wall1 - wall0),
             "ticks_per_s": (ticks1 - ticks0) / (wall1 - wall0),
             "offered_per_s": rate * len(specs),
@@ -255,8 +271,8 @@ async def _run_once(*, rate: float, publish_interval_s: float, redis_url: str | 
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)
-        for reader in readers:
-            reader.cancel()
+        for hub, recorder in hubs:
+            await hub.leave(recorder)
         child.send_signal(signal.SIGTERM)
         try:
             child.wait(10)
@@ -291,7 +307,7 @@ async def _max_ingest(*, seconds: float = 6.0, packets_per_frame: int = 250) -> 
     loop.plan = plan
     loop.state.register(tokens)
     loop._rebuild_chains(list(plan.instruments.values()))
-    interval = loop.config.publish_interval_s
+    interval = loop.config.stream_interval_s
     ticks = 0
     cpu0, wall0 = time.process_time(), time.monotonic()
     next_flush = wall0
@@ -323,7 +339,7 @@ def _redis_server() -> tuple[subprocess.Popen, str] | None:
 
 
 def _emit_run(label: str, result: dict[str, float], *, interval_ms: int) -> None:
-    common = {"scenario": label, "publish_interval_ms": interval_ms}
+    common = {"scenario": label, "stream_interval_ms": interval_ms}
     emit(f"ticker_cpu_{label}", result["cpu_percent"], "% of one core", baseline=35.0, target="<= 35", **common)
     emit(
         f"ticker_latency_p99_{label}",
@@ -336,28 +352,42 @@ def _emit_run(label: str, result: dict[str, float], *, interval_ms: int) -> None
         **common,
     )
     emit(f"ticker_ingest_{label}", result["ticks_per_s"], "ticks/s", offered=round(result["offered_per_s"]), **common)
+    emit(
+        f"browser_pushes_per_chain_{label}",
+        result["browser_pushes_per_chain_s"],
+        "messages/s",
+        target="<= 4 (one per CHAIN_PUBLISH_INTERVAL_MS = 250 ms)",
+        min_gap_ms=round(result["browser_min_gap_ms"], 1),
+        **common,
+    )
 
 
 def main() -> None:
     from django.conf import settings
 
-    default_ms = settings.CHAIN_PUBLISH_INTERVAL_MS
-    result = asyncio.run(_run_once(rate=1.0, publish_interval_s=default_ms / 1000, redis_url=None))
+    default_ms = settings.CHAIN_STREAM_INTERVAL_MS
+    browser_s = settings.CHAIN_PUBLISH_INTERVAL_MS / 1000
+    result = asyncio.run(
+        _run_once(rate=1.0, stream_interval_s=default_ms / 1000, redis_url=None, browser_interval_s=browser_s)
+    )
     _emit_run("9k_full_1tps", result, interval_ms=default_ms)
-    fast = asyncio.run(_run_once(rate=1.0, publish_interval_s=0.05, redis_url=None))
-    _emit_run("9k_full_1tps_50ms", fast, interval_ms=50)
+    # The previous design for comparison: the ticker itself paced each chain to the browsers' 250 ms.
+    paced = asyncio.run(_run_once(rate=1.0, stream_interval_s=browser_s, redis_url=None, browser_interval_s=browser_s))
+    _emit_run("9k_full_1tps_ticker_paced_250ms", paced, interval_ms=round(browser_s * 1000))
     redis = _redis_server()
     if redis is not None:
         process, url = redis
         try:
-            with_redis = asyncio.run(_run_once(rate=1.0, publish_interval_s=default_ms / 1000, redis_url=url))
+            with_redis = asyncio.run(
+                _run_once(rate=1.0, stream_interval_s=default_ms / 1000, redis_url=url, browser_interval_s=browser_s)
+            )
             _emit_run("9k_full_1tps_redis", with_redis, interval_ms=default_ms)
         finally:
             process.kill()
             process.wait()
     # Through the simulator at twice the rate: the simulator (a second process on the same cores)
     # usually runs out first, which `limited_by` says.
-    run = asyncio.run(_run_once(rate=2.0, publish_interval_s=default_ms / 1000, redis_url=None))
+    run = asyncio.run(_run_once(rate=2.0, stream_interval_s=default_ms / 1000, redis_url=None))
     kept_up = run["ticks_per_s"] >= 0.95 * run["offered_per_s"]
     emit(
         "ticker_ingest_via_simulator_2tps",

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from streaming.chain_conflation import first_seq
+
 
 class Decision(Enum):
     SEND = "send"  # forward the message as it is
@@ -31,10 +33,12 @@ class ChainFeed:
     resyncs: int = 0
 
     def on_delta(self, chain: dict[str, Any]) -> Decision:
+        """A delta covers messages `from_seq`..`seq` (one message unless the web process folded several,
+        see chain_conflation); it can go to a client whose next message falls inside that range."""
         seq, ts = int(chain.get("seq", 0)), float(chain.get("ts") or 0.0)
         if self.last_seq is None:
             return Decision.RESYNC
-        if seq == self.last_seq + 1:
+        if first_seq(chain) <= self.last_seq + 1 <= seq:
             return Decision.SEND
         if seq <= self.last_seq:
             # Either already folded into the snapshot the client got, or the ticker restarted and

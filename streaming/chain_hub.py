@@ -5,6 +5,11 @@ through Channels once per consumer (a receive buffer, a task, a dispatch each); 
 a chain that was most of the web process's CPU per update. A hub joins the group once, receives each
 update once and hands the same message to every local consumer's bounded send queue.
 
+The hub is also where a chain's updates are paced for people: the ticker sends a delta as soon as it
+has one (CHAIN_STREAM_INTERVAL_MS), and the hub pushes at most one message per CHAIN_PUBLISH_INTERVAL_MS
+to its clients, folding the deltas in between into one (`streaming.chain_conflation`). A delta after a
+quiet spell goes out at once; the folded one goes out when the interval since the last push is over.
+
 Hubs live per event loop (tests run one loop each) and per chain group; the first consumer of a chain
 starts its hub, the last one to leave stops it.
 """
@@ -17,6 +22,8 @@ import logging
 import time
 import weakref
 from typing import Any, Protocol
+
+from streaming.chain_conflation import Conflator
 
 logger = logging.getLogger(__name__)
 
@@ -35,13 +42,16 @@ _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, ChainHub]]
 
 
 class ChainHub:
-    def __init__(self, layer: Any, group: str) -> None:
+    def __init__(self, layer: Any, group: str, *, interval_s: float = 0.0) -> None:
         self.layer = layer
         self.group = group
         self.members: set[ChainSubscriber] = set()
         self.channel: str | None = None
         self.task: asyncio.Task | None = None
         self.received = 0
+        self.pushed = 0
+        self.conflator = Conflator(interval_s=interval_s)
+        self._timer: asyncio.TimerHandle | None = None
         self._lock = asyncio.Lock()
 
     async def join(self, member: ChainSubscriber) -> None:
@@ -63,6 +73,10 @@ class ChainHub:
             if self.members or self.task is None:
                 return
             task, channel, self.task, self.channel = self.task, self.channel, None, None
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self.conflator = Conflator(interval_s=self.conflator.interval_s)
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -90,6 +104,28 @@ class ChainHub:
             if event.get("type") != "chain.update":
                 continue
             self.received += 1
+            loop = asyncio.get_running_loop()
+            self._push(self.conflator.offer(event.get("kind", "delta"), event["chain"], loop.time()))
+            self._schedule(loop)
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        due_at = self.conflator.due_at
+        if due_at is not None and self._timer is None:
+            self._timer = loop.call_at(due_at, self._on_due)
+
+    def _on_due(self) -> None:
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        self._push(self.conflator.due(loop.time()))
+        self._schedule(loop)
+
+    def _push(self, messages: list[tuple[str, dict[str, Any]]]) -> None:
+        if messages:
+            # Pace from when the push actually went out (folding a big chain takes a moment).
+            self.conflator.last_push_at = asyncio.get_running_loop().time()
+        for kind, chain in messages:
+            self.pushed += 1
+            event = {"type": "chain.update", "kind": kind, "chain": chain}
             for member in list(self.members):
                 try:
                     member.deliver(event)
@@ -97,10 +133,12 @@ class ChainHub:
                     logger.exception("chain hub %s: a subscriber failed to take an update", self.group)
 
 
-def chain_hub(layer: Any, group: str) -> ChainHub:
-    """The hub of `group` on the running event loop (created on first use)."""
+def chain_hub(layer: Any, group: str, *, interval_s: float = 0.0) -> ChainHub:
+    """The hub of `group` on the running event loop (created on first use); it pushes to its
+    subscribers at most every `interval_s` (0: every update as it comes)."""
     hubs = _hubs.setdefault(asyncio.get_running_loop(), {})
     hub = hubs.get(group)
     if hub is None or hub.layer is not layer:
-        hub = hubs[group] = ChainHub(layer, group)
+        hub = hubs[group] = ChainHub(layer, group, interval_s=interval_s)
+    hub.conflator.interval_s = interval_s
     return hub

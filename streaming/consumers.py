@@ -1,7 +1,8 @@
 """The live option chain over a websocket: `ws/chain/<underlying>/<expiry>/`.
 
 Protocol in docs/websocket.md. On connect the client gets the chain's latest snapshot, then the
-deltas the ticker sends to the chain's group. Each client has a small bounded send queue between
+deltas the ticker sends to the chain's group, at most one message per CHAIN_PUBLISH_INTERVAL_MS
+(the chain's hub folds the deltas in between into one). Each client has a small bounded send queue between
 the channel layer and its socket: a client that cannot keep up overflows it, loses the backlog and
 gets one fresh snapshot instead, so a slow browser never holds up the ticker or the other clients
 (the channel layer's own per-channel capacity drops messages too; `ChainFeed` sees the seq gap).
@@ -25,6 +26,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
+from streaming.chain_conflation import first_seq
 from streaming.chain_feed import ChainFeed, Decision
 from streaming.chain_hub import chain_hub
 from streaming.chain_wire import encode_browser_message
@@ -59,7 +61,7 @@ class _EncodedMessages:
         self._texts: OrderedDict[tuple, str] = OrderedDict()
 
     def text(self, kind: str, chain: dict[str, Any]) -> str:
-        key = (kind, chain.get("underlying"), chain.get("expiry"), chain.get("seq"), chain.get("ts"))
+        key = (kind, chain.get("underlying"), chain.get("expiry"), first_seq(chain), chain.get("seq"), chain.get("ts"))
         text = self._texts.get(key)
         if text is None:
             text = self._texts[key] = encode_browser_message(kind, chain)
@@ -107,7 +109,7 @@ class ChainConsumer(AsyncWebsocketConsumer):
         self.queue: asyncio.Queue = asyncio.Queue(maxsize=settings.CHAIN_WS_SEND_QUEUE)
         self.overflows = 0
         group = chain_group(self.underlying, self.expiry)
-        hub = chain_hub(self.channel_layer, group)
+        hub = chain_hub(self.channel_layer, group, interval_s=settings.CHAIN_PUBLISH_INTERVAL_MS / 1000)
         try:
             # Join before reading the snapshot so no delta published in between is missed.
             await hub.join(self)

@@ -11,8 +11,9 @@ One asyncio loop does it all (`TickerLoop.run(stop_event)`):
 - the hot path (`_on_ticks`) writes a TickBatch into the numpy market state and wakes the flusher:
   no ORM, no per-tick Python;
 - the flusher builds each chain's delta from the state (greeks at most every
-  CHAIN_GREEKS_INTERVAL_MS per chain, messages at most every CHAIN_PUBLISH_INTERVAL_MS per chain,
-  sent at once when the chain was quiet for longer than that), hands it to the channel layer, and
+  CHAIN_GREEKS_INTERVAL_MS per chain, messages at most every CHAIN_STREAM_INTERVAL_MS per chain,
+  sent at once when the chain was quiet for longer than that), hands it to the channel layer (each
+  web process paces it for browsers, at most every CHAIN_PUBLISH_INTERVAL_MS), and
   offers it with the latest ticks to the Redis writer (behind the circuit breaker);
 - reloads (`streaming.reloader`: notifications after commit, a periodic check) reconcile, reload
   the plan and send only the difference on the wire; a token rejected by Kite marks the account
@@ -95,7 +96,7 @@ class LoopConfig:
     mode: str = "auto"
     ws_root: str = "wss://ws.kite.trade"
     greeks_interval_s: float = 0.2
-    publish_interval_s: float = 0.25
+    stream_interval_s: float = 0.05
     mock_interval_s: float = 0.5
     rate: float = 0.065
     mock_seed: int = 1
@@ -114,7 +115,7 @@ class LoopConfig:
             "mode": settings.TICKER_MODE,
             "ws_root": settings.KITE_WS_ROOT,
             "greeks_interval_s": settings.CHAIN_GREEKS_INTERVAL_MS / 1000,
-            "publish_interval_s": settings.CHAIN_PUBLISH_INTERVAL_MS / 1000,
+            "stream_interval_s": settings.CHAIN_STREAM_INTERVAL_MS / 1000,
             "mock_interval_s": settings.MOCK_TICK_INTERVAL_MS / 1000,
             "rate": settings.RISK_FREE_RATE,
             "mock_seed": settings.MOCK_SEED,
@@ -297,7 +298,7 @@ class TickerLoop:
 
     async def flush(self, *, force: bool = False) -> float | None:
         """Publish every chain that changed and is due; returns when the next deferred one is due."""
-        interval = self.config.publish_interval_s
+        interval = self.config.stream_interval_s
         next_due: float | None = None
         # Mock chains count time to expiry on the mock market's clock (a simulated session at night).
         market_now = self.market.clock.timestamp() if self.market is not None else None

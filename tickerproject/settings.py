@@ -247,6 +247,10 @@ KITE_LOGIN_URL = env.str("KITE_LOGIN_URL", default="https://kite.zerodha.com/con
 # --- Ticker, mock market, history -----------------------------------------------------------
 TICKER_MODE = env.str("TICKER_MODE", default="auto")  # auto | live | mock
 CHAIN_GREEKS_INTERVAL_MS = env.int("CHAIN_GREEKS_INTERVAL_MS", default=200)
+# The ticker hands a chain's delta to the channel layer and Redis at most this often; each web process
+# pushes a chain to its websocket clients at most every CHAIN_PUBLISH_INTERVAL_MS, folding the deltas
+# in between (streaming/chain_conflation.py).
+CHAIN_STREAM_INTERVAL_MS = env.int("CHAIN_STREAM_INTERVAL_MS", default=50)
 CHAIN_PUBLISH_INTERVAL_MS = env.int("CHAIN_PUBLISH_INTERVAL_MS", default=250)
 # Per websocket client: chain messages waiting to be written; past this the client gets a fresh snapshot.
 CHAIN_WS_SEND_QUEUE = env.int("CHAIN_WS_SEND_QUEUE", default=16)

@@ -44,3 +44,15 @@ def test_snapshots_are_sent_only_when_newer_unless_asked_for():
     assert not feed.on_snapshot(msg(2, 0.9))
     assert feed.on_snapshot(msg(4, 1.1))
     assert feed.on_snapshot(msg(3, 1.0), forced=True)
+
+
+def test_a_folded_delta_is_sent_when_it_covers_the_clients_next_message():
+    feed = ChainFeed()
+    feed.sent(msg(10, 5.0), kind="snapshot")
+    # The web process folded messages 8..14: applying it on top of 10 gives the state at 14.
+    assert feed.on_delta({"seq": 14, "from_seq": 8, "ts": 5.4}) is Decision.SEND
+    assert feed.on_delta({"seq": 14, "from_seq": 11, "ts": 5.4}) is Decision.SEND
+    # Entirely older than what the client has: nothing to do.
+    assert feed.on_delta({"seq": 10, "from_seq": 6, "ts": 5.0}) is Decision.SKIP
+    # Starts past the client's next message: message 11 is missing, resynchronise.
+    assert feed.on_delta({"seq": 15, "from_seq": 12, "ts": 5.5}) is Decision.RESYNC

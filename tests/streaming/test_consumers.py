@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+import itertools
 import json
 import time
 
@@ -265,6 +267,8 @@ class GatedChainConsumer(ChainConsumer):
 
 async def test_slow_client_gets_a_fresh_snapshot_not_a_backlog_and_others_get_everything(session_cookie, settings):
     settings.CHAIN_WS_SEND_QUEUE = 4
+    # No pacing: every delta goes to the clients as published, so the send queue is what is tested.
+    settings.CHAIN_PUBLISH_INTERVAL_MS = 0
     GatedChainConsumer.gate = asyncio.Event()
     slow_app = URLRouter(
         [re_path(r"^ws/chain/(?P<underlying>[^/]+)/(?P<expiry>[^/]+)/$", GatedChainConsumer.as_asgi())]
@@ -295,6 +299,60 @@ async def test_slow_client_gets_a_fresh_snapshot_not_a_backlog_and_others_get_ev
     assert slow_messages[-1]["chain"]["seq"] == 41
     await slow.disconnect()
     await fast.disconnect()
+
+
+async def test_a_fast_ticker_reaches_browsers_paced_and_folded_with_nothing_lost(session_cookie, settings):
+    """The ticker sends a delta every 20 ms; each browser gets at most one message per
+    CHAIN_PUBLISH_INTERVAL_MS, and what it ends up showing is exactly what the ticker sent."""
+    settings.CHAIN_PUBLISH_INTERVAL_MS = 250
+    strikes = (25900.0, 26000.0, 26100.0)
+    snapshot_store.put_local_chain_snapshot("NIFTY", EXPIRY, chain_payload(1, strikes=strikes))
+    ws = communicator(f"/ws/chain/NIFTY/{EXPIRY}/", session_cookie)
+    await ws.connect()
+    shown = {row["strike"]: row["CE"]["ltp"] for row in rows(await ws.receive_json_from(timeout=2))}
+    expected = dict(shown)
+
+    received: list[tuple[float, dict]] = []
+
+    async def read() -> None:
+        while True:
+            message = await ws.receive_json_from(timeout=5)
+            received.append((time.monotonic(), message))
+
+    reader = asyncio.create_task(read())
+    first_sent_at = time.monotonic()
+    for seq in range(2, 52):  # 50 deltas over ~1 s, each moving one strike's CE
+        strike = strikes[seq % 3]
+        delta = chain_payload(seq, ltp=100.0 + seq, strikes=(strike,))
+        delta["rows"][0]["PE"] = None
+        snapshot_store.put_local_chain_snapshot("NIFTY", EXPIRY, chain_payload(seq, strikes=strikes))
+        await publish("delta", delta)
+        expected[strike] = 100.0 + seq
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.6)
+    reader.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await reader
+
+    assert all(message["type"] == "delta" for _, message in received)
+    times = [at for at, _ in received]
+    # The first delta after a quiet spell is not held back.
+    assert times[0] - first_sent_at < 0.15
+    # Paced: ~1.2 s of updates in at most one message per 250 ms (a little slack for timer jitter).
+    assert 3 <= len(received) <= 7
+    assert min(b - a for a, b in itertools.pairwise(times)) >= 0.2
+    # Folded messages cover an unbroken run of the ticker's seqs, ending at its last one.
+    covered = [
+        (message["chain"].get("from_seq", message["chain"]["seq"]), message["chain"]["seq"]) for _, message in received
+    ]
+    assert covered[0][0] == 2 and covered[-1][1] == 51
+    assert all(nxt[0] == prev[1] + 1 for prev, nxt in itertools.pairwise(covered))
+    for _, message in received:
+        for row in rows(message):
+            assert "PE" not in row  # unchanged sides stay null, as in the ticker's deltas
+            shown[row["strike"]] = row["CE"]["ltp"]
+    assert shown == expected
+    await ws.disconnect()
 
 
 async def forget_group_members(group: str) -> None:

@@ -67,7 +67,7 @@ async def test_mock_mode_streams_chain_deltas_to_the_channel_layer():
     config = LoopConfig(
         mode="mock",
         mock_interval_s=0.1,
-        publish_interval_s=0.1,
+        stream_interval_s=0.1,
         backfill_on_start=False,
         reload_check_interval_s=None,
         status_interval_s=0.2,
@@ -255,7 +255,7 @@ async def test_flusher_ends_when_cancelled_as_a_send_completes():
             flusher.cancel()
 
     loop = TickerLoop(
-        LoopConfig(mode="mock", backfill_on_start=False, publish_interval_s=0.05),
+        LoopConfig(mode="mock", backfill_on_start=False, stream_interval_s=0.05),
         channel_layer=CancellingLayer(),
         use_redis=False,
     )
@@ -369,7 +369,7 @@ async def test_oi_change_counts_from_the_last_day_candle_before_the_session():
     channel = await layer.new_channel()
     await layer.group_add(chain_group("NIFTY", expiry), channel)
     config = LoopConfig(
-        mode="mock", mock_interval_s=0.1, publish_interval_s=0.1, backfill_on_start=False, reload_check_interval_s=None
+        mode="mock", mock_interval_s=0.1, stream_interval_s=0.1, backfill_on_start=False, reload_check_interval_s=None
     )
     loop = TickerLoop(config, channel_layer=layer, use_redis=False)
     stop = asyncio.Event()

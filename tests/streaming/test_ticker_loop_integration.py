@@ -99,7 +99,7 @@ async def test_ticker_against_simulator_two_accounts(monkeypatch):
     config = LoopConfig(
         mode="live",
         ws_root=simulator.ws_url,
-        publish_interval_s=0.1,
+        stream_interval_s=0.1,
         backfill_on_start=False,
         reload_check_interval_s=5.0,
         status_interval_s=0.5,
