@@ -1,5 +1,9 @@
 """Prometheus metrics: `/metrics/` (text exposition format).
 
+With METRICS_TOKEN set, a scrape needs `Authorization: Bearer <METRICS_TOKEN>` (or a signed-in staff
+session); without it the endpoint is open, which `check --deploy` warns about: the figures carry no
+secret, but they name the accounts and show how busy each one is.
+
 Counters and the latency histogram are updated by the ticker loop in its own process. The per
 connection gauges come from the ticker's status document (`streaming.status.ticker_status`) at scrape
 time, so a web process scraping on its own (ticker in another process, REDIS_URL set) still reports
@@ -8,8 +12,10 @@ them.
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Iterator
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -58,5 +64,21 @@ except ValueError:  # already registered (module reloaded in tests)
     pass
 
 
+def scrape_allowed(request: HttpRequest) -> bool:
+    """Open without METRICS_TOKEN; otherwise the bearer token or a staff session."""
+    token = settings.METRICS_TOKEN
+    if not token:
+        return True
+    user = getattr(request, "user", None)
+    if user is not None and user.is_active and user.is_staff:
+        return True
+    scheme, _, offered = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(offered.strip().encode(), token.encode())
+
+
 def metrics_view(request: HttpRequest) -> HttpResponse:
+    if not scrape_allowed(request):
+        response = HttpResponse("metrics need 'Authorization: Bearer <METRICS_TOKEN>'\n", status=401)
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
     return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)

@@ -250,6 +250,8 @@ CHAIN_GREEKS_INTERVAL_MS = env.int("CHAIN_GREEKS_INTERVAL_MS", default=200)
 # The ticker hands a chain's delta to the channel layer and Redis at most this often; each web process
 # pushes a chain to its websocket clients at most every CHAIN_PUBLISH_INTERVAL_MS, folding the deltas
 # in between (streaming/chain_conflation.py).
+# Prometheus scrapes of /metrics/ need "Authorization: Bearer <METRICS_TOKEN>" when it is set.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 CHAIN_STREAM_INTERVAL_MS = env.int("CHAIN_STREAM_INTERVAL_MS", default=50)
 CHAIN_PUBLISH_INTERVAL_MS = env.int("CHAIN_PUBLISH_INTERVAL_MS", default=250)
 # Per websocket client: chain messages waiting to be written; past this the client gets a fresh snapshot.

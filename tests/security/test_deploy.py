@@ -9,21 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.production_env import PRODUCTION as PRODUCTION_ENV
+
 REPO = Path(__file__).resolve().parents[2]
 
-PRODUCTION = {
-    "DEBUG": "0",
-    "ALLOWED_HOSTS": "ticker.example.com",
-    "CSRF_TRUSTED_ORIGINS": "https://ticker.example.com",
-    "SECURE_SSL_REDIRECT": "1",
-    "SESSION_COOKIE_SECURE": "1",
-    "CSRF_COOKIE_SECURE": "1",
-    "SECURE_HSTS_SECONDS": "31536000",
-    "SECURE_HSTS_INCLUDE_SUBDOMAINS": "1",
-    "SECURE_HSTS_PRELOAD": "1",
-    "USE_X_FORWARDED_PROTO": "1",
-    "STATIC_MANIFEST": "0",
-}
+PRODUCTION = {**PRODUCTION_ENV, "STATIC_MANIFEST": "0"}
 
 PROBE = """
 import json, django
@@ -70,6 +60,22 @@ def test_check_deploy_is_clean_under_the_production_settings(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
+
+
+def test_check_deploy_warns_when_metrics_are_open_to_anyone(tmp_path):
+    env = _env(tmp_path)
+    del env["METRICS_TOKEN"]
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "streaming.W001" in result.stderr + result.stdout
+    assert "METRICS_TOKEN" in result.stderr + result.stdout
 
 
 def test_production_settings_redirect_to_https_and_send_the_security_headers(tmp_path):

@@ -66,3 +66,21 @@ def test_metrics_endpoint_reports_connections(client):
     assert 'ticker_connection_up{account="Mock market",connection="0",mode="mock"} 1.0' in body
     assert "ticker_up 1.0" in body
     assert "ticker_tick_to_channel_seconds_bucket" in body
+
+
+@pytest.mark.django_db
+def test_metrics_need_the_bearer_token_when_one_is_set(client, settings, django_user_model):
+    settings.METRICS_TOKEN = "s3cret-metrics-token"
+    refused = client.get("/metrics/")
+    assert refused.status_code == 401
+    assert refused["WWW-Authenticate"].startswith("Bearer")
+    assert b"ticker_up" not in refused.content
+    assert client.get("/metrics/", HTTP_AUTHORIZATION="Bearer wrong-token").status_code == 401
+    assert client.get("/metrics/", HTTP_AUTHORIZATION="Basic s3cret-metrics-token").status_code == 401
+    scraped = client.get("/metrics/", HTTP_AUTHORIZATION="Bearer s3cret-metrics-token")
+    assert scraped.status_code == 200 and b"ticker_up" in scraped.content
+    # A signed-in operator can look too; an ordinary user cannot.
+    client.force_login(django_user_model.objects.create_user("trader"))
+    assert client.get("/metrics/").status_code == 401
+    client.force_login(django_user_model.objects.create_user("operator", is_staff=True))
+    assert client.get("/metrics/").status_code == 200

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.production_env import PRODUCTION
+
 REPO = Path(__file__).resolve().parents[2]
 PROBE = """
 import json, django
@@ -29,18 +31,6 @@ print(json.dumps({
     "allowed_hosts": settings.ALLOWED_HOSTS, "hsts": settings.SECURE_HSTS_SECONDS,
 }))
 """
-PRODUCTION = {
-    "DEBUG": "0",
-    "ALLOWED_HOSTS": "ticker.example.com",
-    "CSRF_TRUSTED_ORIGINS": "https://ticker.example.com",
-    "SECURE_SSL_REDIRECT": "1",
-    "SESSION_COOKIE_SECURE": "1",
-    "CSRF_COOKIE_SECURE": "1",
-    "SECURE_HSTS_SECONDS": "31536000",
-    "SECURE_HSTS_INCLUDE_SUBDOMAINS": "1",
-    "SECURE_HSTS_PRELOAD": "1",
-    "USE_X_FORWARDED_PROTO": "1",
-}
 
 
 def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
