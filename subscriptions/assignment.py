@@ -10,7 +10,13 @@ Rules of `assign_instruments`:
   connection still exists with room for it (capacity changed → the items past the new limit move);
 - new or displaced items go, one by one, to the least-filled connection (lowest used/capacity, ties
   to the first account and lowest connection index), so a fresh assignment is balanced;
-- what does not fit anywhere is returned in `overflow`, in input order: never dropped silently.
+- what does not fit anywhere is returned in `overflow`, in input order: never dropped silently;
+- rebalance: when an account holds more than its fair share (its capacity times the overall fill) by over
+  `rebalance_slack` of its capacity while another holds less by as much — typically an account that
+  failed, lost its instruments to the others and came back with a new login — the newest items of the
+  overfull accounts move to the least-filled connections of the underfull ones, just enough to bring
+  them to their fair share. Smaller imbalances move nothing (each move is a brief gap in that
+  instrument's ticks), so day-to-day changes stay sticky.
 Callers pass items in priority order (the reconciler: oldest subscription first), which decides who
 overflows when capacity runs out.
 """
@@ -19,6 +25,8 @@ from __future__ import annotations
 
 import datetime as dt
 import heapq
+import math
+from collections import defaultdict
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -56,8 +64,9 @@ class AssignmentResult(Generic[K]):
     placements: dict[K, Placement] = field(default_factory=dict)
     overflow: list[K] = field(default_factory=list)
     kept: int = 0
-    moved: int = 0  # had a placement that could not be kept
+    moved: int = 0  # had a placement that could not be kept, or moved to rebalance the accounts
     placed_new: int = 0  # had no placement before
+    rebalanced: int = 0  # of `moved`: kept places given up to even out the accounts
 
     def loads(self) -> dict[Placement, int]:
         """Instruments per (account, connection), only connections that hold something."""
@@ -78,6 +87,7 @@ def assign_instruments(
     items: Iterable[K],
     current: Mapping[K, Placement | None],
     accounts: Sequence[AccountSlots],
+    rebalance_slack: float = 0.05,
 ) -> AssignmentResult[K]:
     """Place `items` on the connections of `accounts` (the usable ones only), keeping `current`
     placements where the rules allow. See the module docstring for the rules."""
@@ -120,7 +130,68 @@ def assign_instruments(
                 result.placed_new += 1
             if load[placement] < caps[placement]:
                 heapq.heappush(heap, (load[placement] / caps[placement], index, rank, placement))
+    _rebalance_accounts(result, ordered, current, caps, load, rebalance_slack)
     return result
+
+
+def _rebalance_accounts(
+    result: AssignmentResult[K],
+    ordered: list[K],
+    current: Mapping[K, Placement | None],
+    caps: dict[Placement, int],
+    load: dict[Placement, int],
+    slack: float,
+) -> None:
+    """Move the newest items of overfull accounts to underfull ones (see the module docstring)."""
+    account_cap: dict[int, int] = defaultdict(int)
+    account_load: dict[int, int] = defaultdict(int)
+    for placement, cap in caps.items():
+        account_cap[placement.account_id] += cap
+        account_load[placement.account_id] += load[placement]
+    total_load, total_cap = sum(account_load.values()), sum(account_cap.values())
+    if total_load == 0 or len(account_cap) < 2:
+        return
+    fair = {a: total_load * cap / total_cap for a, cap in account_cap.items()}
+    margin = {a: max(1.0, slack * cap) for a, cap in account_cap.items()}
+    excess = {a: account_load[a] - math.ceil(fair[a]) for a in account_cap if account_load[a] > fair[a] + margin[a]}
+    room = {a: math.floor(fair[a]) - account_load[a] for a in account_cap if account_load[a] < fair[a] - margin[a]}
+    if not excess or not room:
+        return
+    # The overfull accounts' items per connection, oldest first; the newest leave first, taken from
+    # whichever of the account's connections is fullest at the time.
+    held: dict[Placement, list[K]] = defaultdict(list)
+    for item in ordered:
+        placement = result.placements.get(item)
+        if placement is not None and placement.account_id in excess:
+            held[placement].append(item)
+    leaving: list[tuple[K, Placement]] = []
+    for account_id, count in excess.items():
+        fullest = [(-load[p], p.connection_index, p) for p in held if p.account_id == account_id]
+        heapq.heapify(fullest)
+        for _ in range(count):
+            _, index, placement = heapq.heappop(fullest)
+            leaving.append((held[placement].pop(), placement))
+            load[placement] -= 1
+            if held[placement]:
+                heapq.heappush(fullest, (-load[placement], index, placement))
+    emptiest = [(load[p] / caps[p], p.connection_index, p) for p in caps if p.account_id in room and load[p] < caps[p]]
+    heapq.heapify(emptiest)
+    for item, source in leaving:
+        while emptiest and room[emptiest[0][2].account_id] <= 0:
+            heapq.heappop(emptiest)
+        if not emptiest:  # the underfull accounts are full enough: the rest stay where they are
+            load[source] += 1
+            continue
+        _, index, target = heapq.heappop(emptiest)
+        load[target] += 1
+        room[target.account_id] -= 1
+        result.placements[item] = target
+        if current.get(item) == source:  # it was streaming there: a real move
+            result.kept -= 1
+            result.moved += 1
+            result.rebalanced += 1
+        if load[target] < caps[target]:
+            heapq.heappush(emptiest, (load[target] / caps[target], index, target))
 
 
 # --- The plan the ticker loop streams, and the difference between two plans ----------------------

@@ -129,6 +129,7 @@ class ReconcileReport:
     deactivated: dict[str, int]  # "delisted" / "expired" → count
     deactivated_subscription_ids: list[int]
     accounts: list[AccountUsage]
+    rebalanced: int = 0  # of `moved`: moved to even out the accounts (e.g. one back after a failure)
 
     @property
     def capacity(self) -> int:
@@ -314,7 +315,10 @@ def reconcile_subscriptions(
             deactivated={kind: len(ids) for kind, ids in deactivated.items()},
             deactivated_subscription_ids=sorted(gone),
             accounts=usage,
+            rebalanced=result.rebalanced,
         )
+        if result.rebalanced:
+            logger.info("rebalanced %d subscription(s) onto underused accounts", result.rebalanced)
         if result.overflow:
             logger.warning(
                 "%d active subscription(s) exceed the usable capacity (%d) and are not streamed",

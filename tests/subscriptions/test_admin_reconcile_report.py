@@ -13,7 +13,7 @@ from django.core.cache import cache
 from django.urls import reverse
 
 from streaming import status as ticker_status
-from subscriptions.models import IST, Subscription
+from subscriptions.models import IST, Subscription, TradingAccount
 from subscriptions.services.reconcile import REPORT_CACHE_KEY, reconcile_subscriptions
 from tests.subscriptions.factories import AccountFactory, SubscriptionFactory
 
@@ -174,3 +174,18 @@ def test_an_unreadable_ticker_status_does_not_break_the_page(staff_client, monke
 
     assert response.status_code == 200
     assert "No ticker has reported its status recently" in _text(response.content)
+
+
+def test_the_report_says_when_subscriptions_moved_to_even_out_the_accounts(staff_client):
+    main = AccountFactory(label="Main", access_token="token-main", max_connections=2, instruments_per_connection=10)
+    AccountFactory(label="Spare", access_token="token-spare", max_connections=2, instruments_per_connection=10)
+    SubscriptionFactory.create_batch(16)
+    reconcile_subscriptions(now=NOW, mode="live", notify=False)
+    TradingAccount.objects.filter(pk=main.pk).update(health=TradingAccount.Health.AUTH_FAILED)
+    reconcile_subscriptions(now=NOW, mode="live", notify=False)
+    TradingAccount.objects.filter(pk=main.pk).update(health=TradingAccount.Health.OK)
+    reconcile_subscriptions(now=NOW, mode="live", notify=False)
+
+    text = _text(staff_client.get(reverse(ACCOUNTS_URL)).content)
+
+    assert "8 kept, 8 moved (8 to even out the accounts), 0 newly placed" in text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 from hypothesis import given, settings
@@ -151,6 +152,7 @@ def test_no_usable_account_overflows_everything():
     seed=st.integers(0, 10_000),
 )
 def test_limits_hold_and_nothing_is_lost_across_random_changes(capacities, count, rounds, seed):
+    """Without rebalancing (infinite slack) nothing moves unless its place became unusable or full."""
     rng = random.Random(seed)
     placements: dict[int, Placement] = {}
     for _ in range(rounds):
@@ -160,7 +162,8 @@ def test_limits_hold_and_nothing_is_lost_across_random_changes(capacities, count
             if rng.random() > 0.25  # accounts fail and come back
         ]
         items = [n for n in range(count) if rng.random() > 0.1]
-        result = assign_instruments(items=items, current=placements, accounts=accounts)
+        result = assign_instruments(items=items, current=placements, accounts=accounts, rebalance_slack=math.inf)
+        assert result.rebalanced == 0
         _check_limits(result.placements, accounts)
         assert set(result.placements).isdisjoint(result.overflow)
         assert set(result.placements) | set(result.overflow) == set(items)
@@ -175,6 +178,89 @@ def test_limits_hold_and_nothing_is_lost_across_random_changes(capacities, count
                 key = (placement.account_id, placement.connection_index)
                 assert key not in usable or result.loads()[placement] == usable[key]
         placements = result.placements
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    capacities=st.lists(st.tuples(st.integers(1, 3), st.integers(1, 40)), min_size=0, max_size=4),
+    count=st.integers(0, 300),
+    rounds=st.integers(1, 4),
+    seed=st.integers(0, 10_000),
+)
+def test_rebalancing_moves_only_what_evens_out_the_accounts(capacities, count, rounds, seed):
+    rng = random.Random(seed)
+    placements: dict[int, Placement] = {}
+    for _ in range(rounds):
+        accounts = [
+            AccountSlots(account_id=i + 1, max_connections=c, instruments_per_connection=n)
+            for i, (c, n) in enumerate(capacities)
+            if rng.random() > 0.25
+        ]
+        items = [n for n in range(count) if rng.random() > 0.1]
+        result = assign_instruments(items=items, current=placements, accounts=accounts)
+        _check_limits(result.placements, accounts)
+        assert set(result.placements) | set(result.overflow) == set(items)
+        assert len(result.overflow) == max(0, len(items) - sum(a.capacity for a in accounts))
+        usable = {(a.account_id, i): a.instruments_per_connection for a in accounts for i in range(a.max_connections)}
+        loads = result.loads()
+        # Moves without a capacity reason are the rebalanced ones, and each changes account.
+        unforced = [
+            item
+            for item, placement in placements.items()
+            if item in result.placements
+            and result.placements[item] != placement
+            and (placement.account_id, placement.connection_index) in usable
+            and loads.get(placement, 0) < usable[(placement.account_id, placement.connection_index)]
+        ]
+        assert len(unforced) == result.rebalanced
+        assert all(result.placements[item].account_id != placements[item].account_id for item in unforced)
+        # Afterwards no account is over its fair share by more than the slack while another is under by as much.
+        by_account = result.account_loads()
+        total_load, total_cap = sum(by_account.values()), sum(a.capacity for a in accounts)
+        if total_load:
+            over = [
+                a
+                for a in accounts
+                if by_account.get(a.account_id, 0) > total_load * a.capacity / total_cap + max(1.0, 0.05 * a.capacity)
+            ]
+            under = [
+                a
+                for a in accounts
+                if by_account.get(a.account_id, 0) < total_load * a.capacity / total_cap - max(1.0, 0.05 * a.capacity)
+            ]
+            assert not (over and under), (by_account, accounts)
+        placements = result.placements
+
+
+def test_an_account_back_from_a_failure_gets_its_share_again():
+    first = assign_instruments(items=range(6000), current={}, accounts=[A, B])
+    failed = assign_instruments(items=range(6000), current=first.placements, accounts=[B])  # A auth_failed
+    assert failed.account_loads() == {2: 6000}
+
+    back = assign_instruments(items=range(6000), current=failed.placements, accounts=[A, B])  # a new login
+
+    assert back.account_loads() == {1: 3000, 2: 3000}
+    assert back.rebalanced == back.moved == 3000 and back.kept == 3000
+    moved = [n for n in range(6000) if back.placements[n] != failed.placements[n]]
+    assert all(back.placements[n].account_id == 1 for n in moved)  # only from B to A
+    for connection in range(3):  # the newest subscriptions (last in priority order) of each connection left
+        was_here = [n for n in range(6000) if failed.placements[n] == Placement(2, connection)]
+        left = [n for n in was_here if back.placements[n] != failed.placements[n]]
+        stayed = [n for n in was_here if back.placements[n] == failed.placements[n]]
+        assert left and stayed and min(left) > max(stayed)
+    loads = back.loads()
+    assert max(loads.values()) - min(loads.values()) <= 1  # and evenly over A's and B's connections
+    _check_limits(back.placements, [A, B])
+    # Once even, the next reconcile moves nothing.
+    again = assign_instruments(items=range(6000), current=back.placements, accounts=[A, B])
+    assert again.moved == 0 and again.placements == back.placements
+
+
+def test_a_small_imbalance_moves_nothing():
+    current = {n: Placement(2, n % 3) for n in range(800)}  # B holds 800, A nothing: within 5 % of 9,000
+    result = assign_instruments(items=range(800), current=current, accounts=[A, B])
+
+    assert result.moved == 0 and result.placements == current
 
 
 # --- diff ---------------------------------------------------------------------------------------

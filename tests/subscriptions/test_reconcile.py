@@ -97,6 +97,26 @@ def test_auth_failed_account_loses_its_instruments_to_healthy_ones_and_others_st
     assert {u.label: u.used for u in report.accounts} == {"A": 10, "B": 40}
 
 
+def test_an_account_back_from_a_failure_takes_its_share_back():
+    a = _account("A", max_connections=2, instruments_per_connection=20)
+    b = _account("B", max_connections=2, instruments_per_connection=20)
+    SubscriptionFactory.create_batch(36)
+    reconcile_subscriptions(now=NOW, mode="live", notify=False)
+    TradingAccount.objects.filter(pk=a.pk).update(health=TradingAccount.Health.AUTH_FAILED)
+    reconcile_subscriptions(now=NOW, mode="live", notify=False)
+    on_b = _placements()
+    assert {account for account, _ in on_b.values()} == {b.pk}
+
+    TradingAccount.objects.filter(pk=a.pk).update(health=TradingAccount.Health.OK)  # a new login
+    report = reconcile_subscriptions(now=NOW, mode="live", notify=False)
+
+    assert {u.label: u.used for u in report.accounts} == {"A": 18, "B": 18}
+    assert report.rebalanced == report.moved == 18 and report.kept == 18
+    after = _placements()
+    assert all(after[pk] == on_b[pk] for pk in after if after[pk][0] == b.pk)  # B's remaining ones stayed put
+    assert last_reconcile_report().rebalanced == 18  # what the admin's reconcile report shows
+
+
 def test_inactive_and_tokenless_accounts_get_nothing():
     _account("A", is_active=False)
     _account("B", access_token="")
