@@ -62,7 +62,7 @@ def redis_client():
 @pytest.fixture
 def simulator():
     """A running Kite simulator (ticker WebSocket + REST) on a free loopback port, with a fresh state:
-    the mock market (when mocking.market is importable) holding `mocking.simulator.build.sample_instruments()`
+    the mock market holding `mocking.simulator.build.sample_instruments()`
     and one account: api_key "sim_key", api_secret "sim_secret", access_token "sim_token".
     Yields a `mocking.simulator.server.SimulatorHandle` (.port, .http_url, .ws_url, .state, .stop())."""
     from mocking.simulator.build import sample_state

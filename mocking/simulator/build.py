@@ -7,36 +7,19 @@ stay in memory, never logged) and the live Instruments as `mocking.market.Instru
 from __future__ import annotations
 
 import datetime as dt
-import logging
 from collections.abc import Iterable
-from typing import Any
 
+from mocking.market import InstrumentSpec, MockMarket
 from mocking.simulator.state import SimulatorState
-
-log = logging.getLogger(__name__)
 
 NIFTY_INDEX_TOKEN = 256265  # NSE's NIFTY 50 index token; segment byte 9 (indices)
 
 
-def _market_module() -> Any | None:
-    try:
-        import mocking.market as market
-    except ImportError:
-        return None
-    if not hasattr(market, "MockMarket") or not hasattr(market, "InstrumentSpec"):
-        return None
-    return market
-
-
-def make_market(specs: Iterable[Any], *, seed: int) -> Any | None:
-    """A MockMarket holding `specs`, or None while mocking.market is not available."""
-    market_module = _market_module()
-    if market_module is None:
-        log.warning("simulator: mocking.market.MockMarket is not available; streaming nothing but heartbeats")
-        return None
+def make_market(specs: Iterable[InstrumentSpec], *, seed: int) -> MockMarket:
+    """A MockMarket holding `specs`."""
     specs = list(specs)
     # Room for every instrument: the simulator must not evict what a client may subscribe to.
-    market = market_module.MockMarket(seed=seed, max_state=max(5000, len(specs)))
+    market = MockMarket(seed=seed, max_state=max(5000, len(specs)))
     market.set_instruments(specs)
     return market
 
@@ -46,13 +29,10 @@ def next_weekly_expiry(today: dt.date) -> dt.date:
     return today + dt.timedelta(days=(3 - today.weekday()) % 7)
 
 
-def sample_instruments(*, strikes: int = 5, today: dt.date | None = None) -> list[Any]:
+def sample_instruments(*, strikes: int = 5, today: dt.date | None = None) -> list[InstrumentSpec]:
     """The NIFTY 50 index and `strikes` CE/PE pairs around 24,000 on the next weekly expiry (NFO tokens
-    whose low byte is 2), as InstrumentSpecs. Empty while mocking.market is not available."""
-    market_module = _market_module()
-    if market_module is None:
-        return []
-    spec = market_module.InstrumentSpec
+    whose low byte is 2), as InstrumentSpecs."""
+    spec = InstrumentSpec
     expiry = next_weekly_expiry(today or dt.date.today())
     specs = [
         spec(
@@ -107,11 +87,9 @@ def build_state_from_db(*, seed: int, ticks_per_second: float = 1.0) -> Simulato
             account.access_token or None,
             user_id=account.kite_user_id or "AB1234",
         )
-    market_module = _market_module()
-    if market_module is not None:
-        state.instruments = [
-            market_module.InstrumentSpec.from_instrument(row)
-            for row in Instrument.objects.filter(delisted_at__isnull=True).order_by("id").iterator()
-        ]
+    state.instruments = [
+        InstrumentSpec.from_instrument(row)
+        for row in Instrument.objects.filter(delisted_at__isnull=True).order_by("id").iterator()
+    ]
     state.market = make_market(state.instruments, seed=seed)
     return state
