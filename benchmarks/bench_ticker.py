@@ -11,7 +11,9 @@ Figures (one JSON line each):
 - browser pacing under that load: each chain's group is read by a `ChainHub` (what a web process runs),
   which pushes to its websocket clients at most every CHAIN_PUBLISH_INTERVAL_MS (250 ms), folding the
   deltas in between; reported as pushes per chain per second and the shortest gap between two pushes;
-- the same with Redis publishing on (a throwaway redis-server), when the binary is available;
+- the same with Redis publishing on (a throwaway redis-server), when the binary is available; and the
+  deployed topology: Redis publishing plus the Redis channel layer, with the chain hubs in a separate
+  "web process" (`--web`, as uvicorn runs them), so the ticker's figure is its own;
 - for comparison, the previous design: the ticker itself paced to 250 ms per chain (a tick then waits
   for its chain's next slot, so the interval bounds the latency from below);
 - ingest through the simulator at 2 ticks/s per instrument (the simulator, which shares the cores,
@@ -209,7 +211,12 @@ class _PushRecorder:
 
 
 async def _run_once(
-    *, rate: float, stream_interval_s: float, redis_url: str | None, browser_interval_s: float = 0.25
+    *,
+    rate: float,
+    stream_interval_s: float,
+    redis_url: str | None,
+    browser_interval_s: float = 0.25,
+    redis_channel_layer: bool = False,
 ) -> dict[str, float]:
     from channels.layers import InMemoryChannelLayer
 
@@ -220,7 +227,7 @@ async def _run_once(
     specs = bench_instruments()
     plan = bench_plan(specs)
     child, port = _start_simulator(rate)
-    layer = InMemoryChannelLayer(capacity=1000)
+    layer = _redis_layer(redis_url) if redis_channel_layer and redis_url else InMemoryChannelLayer(capacity=1000)
     redis = None
     if redis_url:
         import redis.asyncio as aioredis
@@ -240,22 +247,32 @@ async def _run_once(
     stop = asyncio.Event()
     task = asyncio.create_task(loop.run(stop))
     hubs: list[tuple[ChainHub, _PushRecorder]] = []
+    web_process: subprocess.Popen | None = None
     try:
         await asyncio.wait_for(loop.started.wait(), 30)
-        for underlying, expiry in list(loop.chains):  # one web process's hub per chain
-            hub, recorder = (
-                ChainHub(layer, chain_group(underlying, expiry), interval_s=browser_interval_s),
-                _PushRecorder(),
-            )
-            await hub.join(recorder)
-            hubs.append((hub, recorder))
+        groups = [chain_group(underlying, expiry) for underlying, expiry in list(loop.chains)]
+        if redis_channel_layer and redis_url:  # the hubs in their own process, as a web server runs them
+            web_process = await asyncio.to_thread(_start_web, redis_url, browser_interval_s, groups)
+        else:  # embedded: the hubs in this process, as `runticker --serve` runs them
+            for group in groups:
+                hub, recorder = ChainHub(layer, group, interval_s=browser_interval_s), _PushRecorder()
+                await hub.join(recorder)
+                hubs.append((hub, recorder))
         await asyncio.sleep(WARMUP_S)
         loop.pending_latency.clear()
         ticks0, cpu0, wall0 = loop.state.ticks_applied, time.process_time(), time.monotonic()
         await asyncio.sleep(MEASURE_S)
         ticks1, cpu1, wall1 = loop.state.ticks_applied, time.process_time(), time.monotonic()
         latencies = np.array(loop.pending_latency) * 1000
-        pushes = [np.array([t for t in recorder.at if wall0 <= t <= wall1]) for _, recorder in hubs]
+        push_times = [recorder.at for _, recorder in hubs]
+        if web_process is not None:
+            import json
+
+            web_process.send_signal(signal.SIGTERM)
+            out, _ = await asyncio.to_thread(web_process.communicate, timeout=30)
+            push_times = json.loads(out.strip().splitlines()[-1])["pushes"]
+            web_process = None
+        pushes = [np.array([t for t in times if wall0 <= t <= wall1]) for times in push_times]
         gaps = [np.diff(p) for p in pushes if len(p) > 1]
         return {
             "browser_pushes_per_chain_s": float(np.mean([len(p) for p in pushes]) / (wall1 - wall0)),
@@ -273,6 +290,8 @@ async def _run_once(
         await asyncio.wait_for(task, 10)
         for hub, recorder in hubs:
             await hub.leave(recorder)
+        if web_process is not None:
+            web_process.kill()
         child.send_signal(signal.SIGTERM)
         try:
             child.wait(10)
@@ -322,6 +341,55 @@ async def _max_ingest(*, seconds: float = 6.0, packets_per_frame: int = 250) -> 
             await asyncio.sleep(0)
     wall = time.monotonic() - wall0
     return {"ticks_per_s": ticks / wall, "cpu_percent": 100 * (time.process_time() - cpu0) / wall}
+
+
+# --- the web-process child: one ChainHub per chain on the Redis channel layer ----------------------
+def _redis_layer(url: str) -> Any:
+    from channels_redis.core import RedisChannelLayer
+
+    return RedisChannelLayer(
+        hosts=[{"address": url, "socket_timeout": 15.0}], prefix="tp:asgi", capacity=200, expiry=30
+    )
+
+
+def web(url: str, interval_s: float, groups: list[str]) -> None:
+    """Join every chain group through a ChainHub (pushing at most every `interval_s`), until SIGTERM;
+    then print, as one JSON line, each hub's push times."""
+    import json
+
+    from streaming.chain_hub import ChainHub
+
+    async def main() -> None:
+        layer = _redis_layer(url)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        members = []
+        for group in groups:
+            hub, recorder = ChainHub(layer, group, interval_s=interval_s), _PushRecorder()
+            await hub.join(recorder)
+            members.append((hub, recorder))
+        print("ready", flush=True)
+        await stop.wait()
+        print(json.dumps({"cpu_s": time.process_time(), "pushes": [r.at for _, r in members]}), flush=True)
+        for hub, recorder in members:
+            await hub.leave(recorder)
+
+    asyncio.run(main())
+
+
+def _start_web(url: str, interval_s: float, groups: list[str]) -> subprocess.Popen:
+    child = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.bench_ticker", "--web", url, str(interval_s), *groups],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    if "ready" not in child.stdout.readline():
+        child.kill()
+        raise RuntimeError("the web process did not start")
+    return child
 
 
 def _redis_server() -> tuple[subprocess.Popen, str] | None:
@@ -382,6 +450,16 @@ def main() -> None:
                 _run_once(rate=1.0, stream_interval_s=default_ms / 1000, redis_url=url, browser_interval_s=browser_s)
             )
             _emit_run("9k_full_1tps_redis", with_redis, interval_ms=default_ms)
+            deployed = asyncio.run(
+                _run_once(
+                    rate=1.0,
+                    stream_interval_s=default_ms / 1000,
+                    redis_url=url,
+                    browser_interval_s=browser_s,
+                    redis_channel_layer=True,
+                )
+            )
+            _emit_run("9k_full_1tps_redis_channel_layer", deployed, interval_ms=default_ms)
         finally:
             process.kill()
             process.wait()
@@ -413,6 +491,12 @@ def main() -> None:
 if __name__ == "__main__":
     if len(sys.argv) >= 4 and sys.argv[1] == "--simulate":
         simulate(int(sys.argv[2]), float(sys.argv[3]))
+    elif len(sys.argv) >= 4 and sys.argv[1] == "--web":
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tickerproject.settings")
+        import django
+
+        django.setup()
+        web(sys.argv[2], float(sys.argv[3]), sys.argv[4:])
     else:
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tickerproject.settings")
         import django

@@ -302,6 +302,7 @@ class TickerLoop:
         next_due: float | None = None
         # Mock chains count time to expiry on the mock market's clock (a simulated session at night).
         market_now = self.market.clock.timestamp() if self.market is not None else None
+        outgoing: list[tuple[dict[str, Any], dict[str, Any], str, float | None]] = []
         for chain in list(self.chains.values()):
             book = chain.book
             if not force and not book.changed(self.state):
@@ -316,13 +317,22 @@ class TickerLoop:
             chain.next_publish_at = monotonic + interval
             if delta is None:
                 continue
-            sent = await self.channel.publish(
-                snapshot=book.snapshot, delta=delta, kind="snapshot" if first else "delta"
-            )
-            if sent:
-                self._observe_latency(oldest, time.time())
+            outgoing.append((book.snapshot, delta, "snapshot" if first else "delta", oldest))
             if self.redis_publisher is not None:
                 self.redis_publisher.offer_chain(snapshot=book.snapshot, delta=delta)
+        if outgoing:
+            # All chains' sends at once: on the Redis channel layer each is a couple of round trips, and
+            # one after another the last chain of a pass would wait for all the others.
+            results = await asyncio.gather(
+                *(
+                    self.channel.publish(snapshot=snapshot, delta=delta, kind=kind)
+                    for snapshot, delta, kind, _ in outgoing
+                )
+            )
+            sent_at = time.time()
+            for (_, _, _, oldest), sent in zip(outgoing, results, strict=True):
+                if sent:
+                    self._observe_latency(oldest, sent_at)
         if self.redis_publisher is not None and self.state.seq > self._latest_seq:
             size = self.state.size
             rows = np.flatnonzero(self.state.version[:size] > self._latest_seq)
