@@ -27,6 +27,7 @@ SIDE_KEYS = ("CE", "PE")
 # A side whose own data did not tick is re-sent when a Greek moved more than this (absolute, or 2%).
 GREEK_TOLERANCE = {"iv": 5e-4, "delta": 5e-3, "gamma": 1e-5, "theta": 0.05, "vega": 0.05}
 GREEK_RELATIVE_TOLERANCE = 0.02
+_GREEK_ATOL = np.array(list(GREEK_TOLERANCE.values()))[:, None]  # a column: one row per Greek
 
 
 class InstrumentLike(Protocol):
@@ -186,7 +187,7 @@ class ChainBook:
         if not self.changed(state) and not (force and self.snapshot is None):
             return None
         spec = self.spec
-        sides = {side: self._side_arrays(state, side) for side in SIDE_KEYS}
+        sides = self._sides_arrays(state)
         spot = float(state.ticks["last_price"][self._spot_row]) if self._spot_row >= 0 else math.nan
         is_mock = bool(state.is_mock[self._all_rows].any()) if len(self._all_rows) else True
         if is_mock:
@@ -267,11 +268,12 @@ class ChainBook:
         rows: list[dict[str, Any]] = [{"strike": k} for k in strikes] if first else list(self.snapshot["rows"])
         delta_rows: list[dict[str, Any]] = []
         touched = sorted({n for by_index in changed_sides.values() for n in by_index})
+        by_side = [(side, changed_sides[side]) for side in SIDE_KEYS if side in changed_sides]
         for n in touched:
             row = dict(rows[n])
             changed_row: dict[str, Any] = {"strike": strikes[n]}
-            for side in SIDE_KEYS:
-                value = changed_sides.get(side, {}).get(n)
+            for side, by_index in by_side:
+                value = by_index.get(n)
                 if value is not None:
                     row[side] = changed_row[side] = value
             rows[n] = row
@@ -298,6 +300,15 @@ class ChainBook:
 
     def _greeks_moved(self, side: str, side_greeks: dict[str, np.ndarray]) -> np.ndarray:
         sent = self._sent.get(side, {})
+        if all(name in sent for name in GREEK_TOLERANCE):
+            # All Greeks as one matrix (a row per Greek): the same test, a few numpy calls in all.
+            new = np.stack([side_greeks[name] for name in GREEK_TOLERANCE])
+            old = np.stack([sent[name] for name in GREEK_TOLERANCE])
+            with np.errstate(invalid="ignore"):
+                moved_all = (np.isnan(new) != np.isnan(old)) | (
+                    np.abs(new - old) > np.maximum(_GREEK_ATOL, GREEK_RELATIVE_TOLERANCE * np.abs(old))
+                )
+            return moved_all.any(axis=0)
         moved = np.zeros(len(self.spec.strikes), dtype=bool)
         for name, atol in GREEK_TOLERANCE.items():
             new, old = side_greeks[name], sent.get(name)
@@ -321,8 +332,17 @@ class ChainBook:
             source = recent if name == "oi_change_recent" else side_greeks[name]
             sent[name][index] = source[index]
 
-    def _side_arrays(self, state: MarketState, side: str) -> dict[str, np.ndarray]:
-        rows = self._rows[side]
+    def _sides_arrays(self, state: MarketState) -> dict[str, dict[str, np.ndarray]]:
+        """`_side_arrays` of each side, gathered for both sides at once (half the numpy calls)."""
+        ce_rows = self._rows["CE"]
+        both = self._side_arrays(state, np.concatenate([ce_rows, self._rows["PE"]]))
+        n = len(ce_rows)
+        return {
+            "CE": {name: values[:n] for name, values in both.items()},
+            "PE": {name: values[n:] for name, values in both.items()},
+        }
+
+    def _side_arrays(self, state: MarketState, rows: np.ndarray) -> dict[str, np.ndarray]:
         ltp = state.column("last_price", rows)
         bid = _depth(state, rows, "bid_price")
         ask = _depth(state, rows, "ask_price")
@@ -365,35 +385,49 @@ class ChainBook:
         index: np.ndarray,
     ) -> list[dict[str, Any]]:
         """Side objects (docs/websocket.md) for the strikes at `index` (all of which have this side)."""
-        arrays = {name: values[index] for name, values in arrays.items()}
-        greeks = {name: values[index] for name, values in greeks.items()}
-        oi_change, oi_change_recent = oi_change[index], oi_change_recent[index]
-        ltp = arrays["ltp"]
-        close = arrays["close"]
+        # All numeric fields as one float64 matrix (a row per field, in _SIDE_FIELDS order): rounding,
+        # the NaN check and the conversion to Python numbers are then a few numpy calls per side
+        # instead of a few per field. Each value is exactly what `_rounded`/`_ints` give on its own.
+        ltp = arrays["ltp"][index]
+        close = arrays["close"][index]
+        values = np.empty((len(_SIDE_FIELDS), len(index)), dtype=np.float64)
+        values[0] = ltp
         with np.errstate(invalid="ignore"):
-            change = np.where(close > 0, ltp - close, np.nan)
-        columns = {
-            "ltp": _rounded(ltp, 2),
-            "change": _rounded(change, 2),
-            "oi": _ints(arrays["oi"]),
-            "oi_change": _ints(oi_change),
-            "oi_change_recent": _ints(oi_change_recent),
-            "volume": _ints(arrays["volume"]),
-            "iv": _rounded(greeks["iv"], 5),
-            "delta": _rounded(greeks["delta"], 4),
-            "gamma": _rounded(greeks["gamma"], 6),
-            "theta": _rounded(greeks["theta"], 3),
-            "vega": _rounded(greeks["vega"], 3),
-            "bid": _rounded(arrays["bid"], 2),
-            "ask": _rounded(arrays["ask"], 2),
-            "updated_at": _rounded(arrays["updated_at"], 3),
-        }
-        names = ["instrument_token", "tradingsymbol", *columns]
+            values[1] = np.where(close > 0, ltp - close, np.nan)
+        values[2] = arrays["oi"][index]
+        values[3] = oi_change[index]
+        values[4] = oi_change_recent[index]
+        values[5] = arrays["volume"][index]
+        for n, name in enumerate(("iv", "delta", "gamma", "theta", "vega"), start=6):
+            values[n] = greeks[name][index]
+        values[11] = arrays["bid"][index]
+        values[12] = arrays["ask"][index]
+        values[13] = arrays["updated_at"][index]
+        bad = ~np.isfinite(values)
+        for lo, hi, digits in _SIDE_ROUNDING:
+            values[lo:hi] = np.round(values[lo:hi], digits)
+        ints = np.where(bad[_SIDE_INTS], 0.0, values[_SIDE_INTS]).astype(np.int64).tolist()
+        columns: list[list[Any]] = values.tolist()
+        columns[_SIDE_INTS] = ints
+        if bad.any():
+            for field_no, n in zip(*(axis.tolist() for axis in np.nonzero(bad)), strict=True):
+                columns[field_no][n] = None
         index_list = index.tolist()
         return [
-            dict(zip(names, values, strict=True))
-            for values in zip(tokens[index].tolist(), [symbols[n] for n in index_list], *columns.values(), strict=True)
+            dict(zip(_SIDE_NAMES, row, strict=True))
+            for row in zip(tokens[index].tolist(), [symbols[n] for n in index_list], *columns, strict=True)
         ]
+
+
+# The numeric fields of a side object, in wire order; rows [lo, hi) of the matrix in _side_dicts are
+# rounded to `digits`, and _SIDE_INTS are integers (truncated toward zero, as `_ints`).
+_SIDE_FIELDS = (
+    "ltp", "change", "oi", "oi_change", "oi_change_recent", "volume",
+    "iv", "delta", "gamma", "theta", "vega", "bid", "ask", "updated_at",
+)  # fmt: skip
+_SIDE_NAMES = ("instrument_token", "tradingsymbol", *_SIDE_FIELDS)
+_SIDE_ROUNDING = ((0, 2, 2), (6, 7, 5), (7, 8, 4), (8, 9, 6), (9, 11, 3), (11, 13, 2), (13, 14, 3))
+_SIDE_INTS = slice(2, 6)
 
 
 def _differs(new: np.ndarray, old: np.ndarray | None) -> np.ndarray:

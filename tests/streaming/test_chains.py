@@ -204,3 +204,55 @@ def test_live_chain_counts_time_to_expiry_from_the_wall_clock():
     book.update(state, now=NOW, monotonic=1.0, market_now=NOW - 3 * 3600)
     expected_t = pricing.time_to_expiry_years(EXPIRY, dt.datetime.fromtimestamp(NOW, tz=dt.UTC))
     assert book.snapshot["header"]["time_to_expiry_years"] == round(expected_t, 6)
+
+
+def test_side_objects_are_each_field_rounded_on_its_own_with_none_for_nan():
+    # _side_dicts rounds all fields as one matrix; each value must be what _rounded/_ints give.
+    from streaming.chains import _ints, _rounded
+
+    rng = np.random.default_rng(7)
+    n = 9
+
+    def column():
+        values = rng.normal(0, 1, n) * 10.0 ** rng.integers(-6, 8, n)
+        values[[1, 4]] = np.nan
+        values[5] = np.inf
+        values[6] = -np.inf
+        values[7] = 2.675  # a half-way case for 2 digits
+        return values
+
+    arrays = {name: column() for name in ("ltp", "bid", "ask", "mid", "oi", "volume", "updated_at")}
+    arrays["close"] = np.where(rng.random(n) > 0.3, column(), 0.0)
+    greeks = {name: column() for name in ("iv", "delta", "gamma", "theta", "vega")}
+    oi_change, recent = column(), column()
+    tokens = np.arange(100, 100 + n, dtype=np.int64)
+    symbols = tuple(f"S{k}" for k in range(n))
+    index = np.array([0, 1, 3, 5, 6, 7, 8])
+    sides = ChainBook._side_dicts(symbols, tokens, arrays, greeks, oi_change, recent, index)
+
+    close = arrays["close"][index]
+    with np.errstate(invalid="ignore"):
+        change = np.where(close > 0, arrays["ltp"][index] - close, np.nan)
+    expected = {
+        "instrument_token": tokens[index].tolist(),
+        "tradingsymbol": [symbols[k] for k in index.tolist()],
+        "ltp": _rounded(arrays["ltp"][index], 2),
+        "change": _rounded(change, 2),
+        "oi": _ints(arrays["oi"][index]),
+        "oi_change": _ints(oi_change[index]),
+        "oi_change_recent": _ints(recent[index]),
+        "volume": _ints(arrays["volume"][index]),
+        "iv": _rounded(greeks["iv"][index], 5),
+        "delta": _rounded(greeks["delta"][index], 4),
+        "gamma": _rounded(greeks["gamma"][index], 6),
+        "theta": _rounded(greeks["theta"][index], 3),
+        "vega": _rounded(greeks["vega"][index], 3),
+        "bid": _rounded(arrays["bid"][index], 2),
+        "ask": _rounded(arrays["ask"][index], 2),
+        "updated_at": _rounded(arrays["updated_at"][index], 3),
+    }
+    assert [list(side) for side in sides] == [list(expected)] * len(index)  # wire order
+    for k, side in enumerate(sides):
+        for name, values in expected.items():
+            assert side[name] == values[k] and type(side[name]) is type(values[k]), (name, k)
+    assert sides[1]["ltp"] is None and sides[3]["oi"] is None and sides[4]["iv"] is None  # NaN, inf, -inf

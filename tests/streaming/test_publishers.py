@@ -172,3 +172,93 @@ def test_channel_payload_is_shared_not_copied_and_reads_as_the_delta():
     payload = SharedPayload(delta)
     assert copy.deepcopy(payload) is payload  # the in-memory layer's per-member deep copy costs nothing
     assert payload == delta and json.loads(_dumps(payload)) == delta
+
+
+class _RecordingRedis:
+    """Just enough of redis.asyncio.Redis for RedisPublisher._write: records what would be sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, bytes]] = []
+
+    def pipeline(self, transaction: bool = False) -> _RecordingRedis:
+        return self
+
+    def set(self, key: str, value: bytes, ex: int | None = None) -> None:
+        self.sent.append(("set", key, value))
+
+    def publish(self, channel: str, value: bytes) -> None:
+        self.sent.append(("publish", channel, value))
+
+    async def execute(self) -> list:
+        return []
+
+    async def hset(self, key: str, mapping: dict) -> None:
+        pass
+
+
+def _side(token: int, ltp: float | None, iv: float | None) -> dict:
+    return {"instrument_token": token, "tradingsymbol": f"S{token}", "ltp": ltp, "iv": iv, "oi": 7}
+
+
+async def test_redis_json_is_exactly_orjson_of_the_snapshot_and_each_delta():
+    import orjson
+
+    nan = float("nan")
+    rows = [
+        {"strike": 100.0, "CE": _side(1, 1.5, nan), "PE": _side(2, None, 0.2)},
+        {"strike": 200.0, "CE": _side(3, nan, None), "PE": None},
+        {"strike": 300.0, "PE": _side(4, 2.0, float("inf"))},
+    ]
+    head = {"underlying": "NIFTY", "expiry": "2026-12-01", "ts": 1.0, "source": "mock", "header": {"spot": nan}}
+    breaker = CircuitBreaker(name="test", failure_threshold=1, reset_timeout_s=60, call_timeout_s=1)
+    redis = _RecordingRedis()
+    publisher = RedisPublisher(redis, breaker=breaker)
+    offered = []
+    snapshot = {**head, "seq": 1, "rows": rows}
+    offered.append(snapshot)
+    publisher.offer_chain(snapshot=snapshot, delta=snapshot)
+    for seq in (2, 3):  # two deltas coalesced into one write; row 0 changes in both
+        rows = list(rows)
+        rows[0] = {**rows[0], "CE": _side(1, float(seq), nan)}
+        delta_rows = [{"strike": 100.0, "CE": rows[0]["CE"]}]
+        if seq == 3:
+            rows[1] = {**rows[1], "PE": _side(5, nan, nan)}
+            delta_rows.append({"strike": 200.0, "PE": rows[1]["PE"]})
+        snapshot = {**head, "seq": seq, "rows": rows}
+        delta = {**head, "seq": seq, "rows": delta_rows}
+        offered.append(delta)
+        publisher.offer_chain(snapshot=snapshot, delta=delta)
+    assert await publisher.flush()
+    key, channel = chain_key("NIFTY", "2026-12-01"), chain_channel("NIFTY", "2026-12-01")
+    assert redis.sent == [
+        ("set", key, orjson.dumps(snapshot)),
+        *[("publish", channel, orjson.dumps(message)) for message in offered],
+    ]
+    assert json.loads(redis.sent[0][2])["rows"][1]["PE"]["ltp"] is None  # NaN goes out as null
+
+    # A snapshot only re-sent (resync) and messages without "rows" last are plain orjson too.
+    redis.sent.clear()
+    odd = {"underlying": "NIFTY", "expiry": "2026-12-01", "rows": rows[:2], "seq": 4}
+    publisher.offer_chain(snapshot=snapshot, delta=odd)
+    assert await publisher.flush()
+    assert redis.sent == [("set", key, orjson.dumps(snapshot)), ("publish", channel, orjson.dumps(odd))]
+
+
+async def test_offers_while_the_breaker_is_open_are_not_encoded_and_still_exact_when_written():
+    import orjson
+
+    breaker = CircuitBreaker(name="test", failure_threshold=1, reset_timeout_s=0.05, call_timeout_s=1)
+
+    async def fail():
+        raise ConnectionError("down")
+
+    with pytest.raises(ConnectionError):
+        await breaker.call(fail)
+    assert breaker.state == "open"
+    redis = _RecordingRedis()
+    publisher = RedisPublisher(redis, breaker=breaker)
+    publisher.offer_chain(snapshot=_chain(1), delta=_chain(1))
+    assert publisher._chains[("NIFTY", "2026-12-01")][1] == [(_chain(1), None)]
+    await asyncio.sleep(0.06)  # half-open: the next write is the probe
+    assert await publisher.flush()
+    assert [value for _, _, value in redis.sent] == [orjson.dumps(_chain(1)), orjson.dumps(_chain(1))]
