@@ -31,6 +31,7 @@ The plan is synthetic (no database): it is handed to the loop through its `plan_
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import os
 import resource
@@ -221,6 +222,7 @@ async def _run_once(
     from channels.layers import InMemoryChannelLayer
 
     from streaming.chain_hub import ChainHub
+    from streaming.runtime import tune_gc_for_streaming
     from streaming.snapshot_store import chain_group
     from streaming.ticker_loop import LoopConfig, TickerLoop
 
@@ -250,6 +252,7 @@ async def _run_once(
     web_process: subprocess.Popen | None = None
     try:
         await asyncio.wait_for(loop.started.wait(), 30)
+        tune_gc_for_streaming()  # as runticker does once started
         groups = [chain_group(underlying, expiry) for underlying, expiry in list(loop.chains)]
         if redis_channel_layer and redis_url:  # the hubs in their own process, as a web server runs them
             web_process = await asyncio.to_thread(_start_web, redis_url, browser_interval_s, groups)
@@ -269,9 +272,8 @@ async def _run_once(
             import json
 
             web_process.send_signal(signal.SIGTERM)
-            out, _ = await asyncio.to_thread(web_process.communicate, timeout=30)
-            push_times = json.loads(out.strip().splitlines()[-1])["pushes"]
-            web_process = None
+            line = await asyncio.wait_for(asyncio.to_thread(web_process.stdout.readline), 30)
+            push_times = json.loads(line)["pushes"]
         pushes = [np.array([t for t in times if wall0 <= t <= wall1]) for times in push_times]
         gaps = [np.diff(p) for p in pushes if len(p) > 1]
         return {
@@ -291,7 +293,11 @@ async def _run_once(
         for hub, recorder in hubs:
             await hub.leave(recorder)
         if web_process is not None:
-            web_process.kill()
+            try:
+                web_process.wait(5)
+            except subprocess.TimeoutExpired:
+                web_process.kill()
+                web_process.wait()
         child.send_signal(signal.SIGTERM)
         try:
             child.wait(10)
@@ -372,8 +378,10 @@ def web(url: str, interval_s: float, groups: list[str]) -> None:
         print("ready", flush=True)
         await stop.wait()
         print(json.dumps({"cpu_s": time.process_time(), "pushes": [r.at for _, r in members]}), flush=True)
-        for hub, recorder in members:
-            await hub.leave(recorder)
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(3):
+                for hub, recorder in members:
+                    await hub.leave(recorder)
 
     asyncio.run(main())
 

@@ -12,14 +12,14 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 import numpy as np
 
 from streaming import greeks as pricing
-from streaming.chain_analytics import ChainAnalytics, OIHistory, compute_chain_analytics, quote_mid
+from streaming.chain_analytics import ChainAnalytics, OIHistory, atm_strike, compute_chain_analytics, quote_mid
 from streaming.market_state import MarketState
 
 IST = ZoneInfo("Asia/Kolkata")
@@ -106,6 +106,13 @@ def build_chain_registry(instruments: Iterable[InstrumentLike]) -> dict[tuple[st
         )
         registry[spec.key] = spec
     return registry
+
+
+def _rounded_scalar(value: float, digits: int) -> float | None:
+    """One float rounded for the wire (None for NaN/inf); the header's seven values cost a numpy
+    round trip each otherwise."""
+    value = float(value)
+    return round(value, digits) if math.isfinite(value) else None
 
 
 def _rounded(values: np.ndarray, digits: int) -> list[float | None]:
@@ -196,28 +203,29 @@ class ChainBook:
             market_now = now
         t = float(pricing.time_to_expiry_years(spec.expiry, dt.datetime.fromtimestamp(market_now, tz=dt.UTC)))
         recompute = self.analytics is None or monotonic - self.greeks_computed_at >= self.greeks_interval_s
-        analytics = compute_chain_analytics(
-            strikes=spec.strikes,
-            ce_price=sides["CE"]["ltp"],
-            pe_price=sides["PE"]["ltp"],
-            ce_mid=sides["CE"]["mid"],
-            pe_mid=sides["PE"]["mid"],
-            ce_oi=sides["CE"]["oi"],
-            pe_oi=sides["PE"]["oi"],
-            ce_volume=sides["CE"]["volume"],
-            pe_volume=sides["PE"]["volume"],
-            spot=spot,
-            t=t,
-            rate=self.rate,
-            with_greeks=recompute,
-        )
         if recompute:
-            self.greeks_computed_at = monotonic
-        elif self.analytics is not None:
-            # Greeks are throttled: keep the last ones, refresh everything else.
-            analytics = ChainAnalytics(
-                **{**analytics.__dict__, "ce": self.analytics.ce, "pe": self.analytics.pe},
+            analytics = compute_chain_analytics(
+                strikes=spec.strikes,
+                ce_price=sides["CE"]["ltp"],
+                pe_price=sides["PE"]["ltp"],
+                ce_mid=sides["CE"]["mid"],
+                pe_mid=sides["PE"]["mid"],
+                ce_oi=sides["CE"]["oi"],
+                pe_oi=sides["PE"]["oi"],
+                ce_volume=sides["CE"]["volume"],
+                pe_volume=sides["PE"]["volume"],
+                spot=spot,
+                t=t,
+                rate=self.rate,
             )
+            self.greeks_computed_at = monotonic
+        else:
+            # Between recomputations (at most every `greeks_interval_s`) the chain analytics and Greeks
+            # stay; the spot, and the ATM strike that follows it, move with every message.
+            previous = self.analytics
+            live_spot = spot if math.isfinite(spot) and spot > 0 else previous.spot
+            reference = live_spot if math.isfinite(live_spot) else previous.forward
+            analytics = replace(previous, spot=live_spot, atm_strike=atm_strike(spec.strikes, reference))
         self.analytics = analytics
         self._oi_history.record(now, sides["CE"]["oi"], sides["PE"]["oi"])
         recent_ce, recent_pe = self._oi_history.change_since(
@@ -251,13 +259,13 @@ class ChainBook:
                 self._remember_sent(side, side_greeks, recent, index)
         last_tick_at = float(state.updated_at[self._all_rows].max()) if len(self._all_rows) else None
         header = {
-            "spot": _rounded([analytics.spot], 2)[0],
-            "forward": _rounded([analytics.forward], 2)[0],
-            "atm_strike": _rounded([analytics.atm_strike], 2)[0],
-            "pcr_oi": _rounded([analytics.pcr_oi], 4)[0],
-            "pcr_volume": _rounded([analytics.pcr_volume], 4)[0],
-            "max_pain": _rounded([analytics.max_pain], 2)[0],
-            "time_to_expiry_years": _rounded([t], 6)[0],
+            "spot": _rounded_scalar(analytics.spot, 2),
+            "forward": _rounded_scalar(analytics.forward, 2),
+            "atm_strike": _rounded_scalar(analytics.atm_strike, 2),
+            "pcr_oi": _rounded_scalar(analytics.pcr_oi, 4),
+            "pcr_volume": _rounded_scalar(analytics.pcr_volume, 4),
+            "max_pain": _rounded_scalar(analytics.max_pain, 2),
+            "time_to_expiry_years": _rounded_scalar(t, 6),
             "expires_at": spec.expires_at.isoformat(),
             "last_tick_at": last_tick_at,
             "oi_change_window_minutes": self.oi_window_minutes,

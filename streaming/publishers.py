@@ -10,14 +10,20 @@ delta on the chain's pub/sub channel (`chain_channel`), and keeps the latest sta
 the hash `LATEST_KEY` (field = token, value = a packed `LATEST_DTYPE` record; `read_latest()`
 decodes it). The loop only *offers* work (`offer_chain`, `offer_latest`: latest wins, nothing
 queues up); a writer task drains it in pipelines (at most one per `min_interval_s`) through E1's
-circuit breaker, so a slow or dead Redis never stalls tick processing. Whatever could not be written
+circuit breaker, so a slow or dead Redis never stalls tick processing. Deltas go out with every
+pipeline; a chain's snapshot (the whole chain, ~200 KB for 375 strikes) at most every
+`snapshot_interval_s` (1 s): re-sending it with every delta was most of the bytes the ticker wrote to
+Redis. A reader that finds the stored snapshot older than the deltas it receives waits for the next one
+(docs/websocket.md). Whatever could not be written
 while Redis was away is re-sent in full when the breaker closes again (`resync`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -208,6 +214,7 @@ class RedisPublisher:
         all_latest: Callable[[], dict[int, bytes]] | None = None,
         batch_latest: int = 1000,
         min_interval_s: float = 0.1,
+        snapshot_interval_s: float = 1.0,
     ) -> None:
         self.redis = redis
         self.breaker = breaker or CircuitBreaker(name="redis-publisher")
@@ -216,8 +223,13 @@ class RedisPublisher:
         self._all_latest = all_latest or (lambda: {})
         self.batch_latest = batch_latest
         self.min_interval_s = min_interval_s  # coalesce: at most one pipeline per interval
+        self.snapshot_interval_s = snapshot_interval_s  # a chain's snapshot at most this often
         # (underlying, expiry) -> (latest snapshot, [(delta, its JSON or None), ...]) to write
         self._chains: dict[tuple[str, str], tuple[dict[str, Any], list[tuple[dict[str, Any], bytes | None]]]] = {}
+        # Snapshots offered but not written yet (their chain's last write is recent), and when each
+        # chain's snapshot was last written (monotonic).
+        self._held_snapshots: dict[tuple[str, str], dict[str, Any]] = {}
+        self._snapshot_written_at: dict[tuple[str, str], float] = {}
         self._latest: dict[int, bytes] = {}
         self._encoder = _SnapshotEncoder()
         self._wake = asyncio.Event()
@@ -239,7 +251,6 @@ class RedisPublisher:
         if self.breaker.state != "open":
             try:
                 encoded = _dumps(delta)
-                self._encoder.refresh(snapshot)
             except Exception:
                 encoded = None
         deltas = [*pending[1], (delta, encoded)] if pending else [(delta, encoded)]
@@ -257,7 +268,10 @@ class RedisPublisher:
     async def run(self) -> None:
         """Drain offered work into Redis until cancelled."""
         while True:
-            await self._wake.wait()
+            due = self._next_snapshot_due()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(None if due is None else max(due - time.monotonic(), 0.0)):
+                    await self._wake.wait()
             self._wake.clear()
             started = time.monotonic()
             await self.flush()
@@ -267,20 +281,40 @@ class RedisPublisher:
                 await asyncio.sleep(0.2)
                 self._wake.set()
 
+    def _next_snapshot_due(self) -> float | None:
+        if not self._held_snapshots:
+            return None
+        return min(self._snapshot_written_at.get(key, 0.0) for key in self._held_snapshots) + self.snapshot_interval_s
+
+    def _snapshots_due(self, chains: dict) -> dict[tuple[str, str], dict[str, Any]]:
+        """The snapshots to write now: each chain's newest, unless its last write is too recent."""
+        for key, (snapshot, _) in chains.items():
+            self._held_snapshots[key] = snapshot
+        now = time.monotonic()
+        due = {
+            key: snapshot
+            for key, snapshot in self._held_snapshots.items()
+            if now - self._snapshot_written_at.get(key, -math.inf) >= self.snapshot_interval_s
+        }
+        for key in due:
+            del self._held_snapshots[key]
+        return due
+
     async def flush(self) -> bool:
         """Write what is pending; True when it all went out."""
         if self._resync_requested:
             self._resync_requested = False
             self._queue_everything()
-        if not (self._chains or self._latest):
+        if not (self._chains or self._latest or self._next_snapshot_due() is not None):
             return True
         if not self.breaker.allow():
             self._drop_pending_while_down()
             return False
         chains, self._chains = self._chains, {}
         latest, self._latest = self._latest, {}
+        snapshots = self._snapshots_due(chains)
         try:
-            await self.breaker.call(self._write, chains, latest)
+            await self.breaker.call(self._write, chains, latest, snapshots)
         except CircuitOpenError:
             self._missed = True
             self.skipped += 1
@@ -294,16 +328,23 @@ class RedisPublisher:
         self.last_write_at = time.time()
         return True
 
-    async def _write(self, chains: dict, latest: dict[int, bytes]) -> None:
+    async def _write(self, chains: dict, latest: dict[int, bytes], snapshots: dict | None = None) -> None:
         # Several small pipelines rather than one big one: packing a command is synchronous work
         # in the event loop, and the ticks must keep flowing meanwhile.
         pipe = self.redis.pipeline(transaction=False)
-        for (underlying, expiry), (snapshot, deltas) in chains.items():
+        if snapshots is None:  # everything offered, at once
+            snapshots = {key: snapshot for key, (snapshot, _) in chains.items()}
+        # The snapshot first: a reader that subscribed and then reads it must not find it older than
+        # deltas published before it (it may be older than later ones: docs/websocket.md).
+        now = time.monotonic()
+        for (underlying, expiry), snapshot in snapshots.items():
             pipe.set(chain_key(underlying, expiry), self._encoder.encode(snapshot), ex=SNAPSHOT_TTL_S)
+            self._snapshot_written_at[(underlying, expiry)] = now
+        for (underlying, expiry), (_, deltas) in chains.items():
             channel = chain_channel(underlying, expiry)
             for delta, encoded in deltas:
                 pipe.publish(channel, encoded if encoded is not None else _dumps(delta))
-        if chains:
+        if chains or snapshots:
             await pipe.execute()
         items = list(latest.items())
         for start in range(0, len(items), self.batch_latest):
@@ -311,11 +352,12 @@ class RedisPublisher:
 
     def _drop_pending_while_down(self) -> None:
         # While the breaker is open nothing is kept: the resync on recovery sends the full state.
-        if self._chains or self._latest:
+        if self._chains or self._latest or self._held_snapshots:
             self._missed = True
             self.skipped += 1
         self._chains.clear()
         self._latest.clear()
+        self._held_snapshots.clear()
 
     def _schedule_resync(self) -> None:
         if self._missed:
@@ -328,6 +370,7 @@ class RedisPublisher:
         for snapshot in self._snapshots():
             key = (snapshot["underlying"], snapshot["expiry"])
             self._chains[key] = (snapshot, self._chains.get(key, (None, []))[1])
+            self._snapshot_written_at.pop(key, None)  # Redis lost it: write it with the next pipeline
         self._latest.update(self._all_latest())
         log.info("redis is back: re-sending %d chains and %d instruments", len(self._chains), len(self._latest))
 

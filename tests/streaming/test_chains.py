@@ -123,6 +123,28 @@ def test_greeks_are_throttled_per_chain():
     assert book.snapshot["rows"][2]["CE"]["delta"] > delta_before + 0.15
 
 
+def test_chain_analytics_follow_the_greeks_interval_and_the_spot_every_message():
+    spec = build_chain_registry(_instruments())[("NIFTY", "2026-12-01")]
+    state = MarketState([256265, *spec.tokens.tolist()])
+    book = ChainBook(spec=spec, greeks_interval_s=0.2)
+    book.bind(state)
+    state.apply(_priced_batch(spec, 24010.0, NOW, oi=1000))
+    book.update(state, now=NOW, monotonic=10.0)
+    assert book.snapshot["header"]["pcr_oi"] == 1.0
+    batch = _priced_batch(spec, 24160.0, NOW + 0.05, oi=1000)
+    batch.ticks["oi"][1 + len(spec.strikes) :] = 3000  # every put's OI triples
+    state.apply(batch)
+    book.update(state, now=NOW + 0.05, monotonic=10.05)  # 50 ms later: inside the interval
+    header = book.snapshot["header"]
+    assert header["spot"] == 24160.0 and header["atm_strike"] == 24200.0  # the spot and ATM move at once
+    assert header["pcr_oi"] == 1.0  # PCR, max pain, forward: at the next recomputation
+    batch = _priced_batch(spec, 24160.0, NOW + 0.25, oi=1000)
+    batch.ticks["oi"][1 + len(spec.strikes) :] = 3000
+    state.apply(batch)  # the same values tick again: the chain is due, now past the interval
+    book.update(state, now=NOW + 0.25, monotonic=10.25)
+    assert book.snapshot["header"]["pcr_oi"] == 3.0
+
+
 def test_oi_change_against_previous_close():
     spec = build_chain_registry(_instruments())[("NIFTY", "2026-12-01")]
     state = MarketState([256265, *spec.tokens.tolist()])

@@ -4,6 +4,7 @@ and everything missed during an outage is re-sent when Redis answers again."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 
@@ -212,7 +213,7 @@ async def test_redis_json_is_exactly_orjson_of_the_snapshot_and_each_delta():
     head = {"underlying": "NIFTY", "expiry": "2026-12-01", "ts": 1.0, "source": "mock", "header": {"spot": nan}}
     breaker = CircuitBreaker(name="test", failure_threshold=1, reset_timeout_s=60, call_timeout_s=1)
     redis = _RecordingRedis()
-    publisher = RedisPublisher(redis, breaker=breaker)
+    publisher = RedisPublisher(redis, breaker=breaker, snapshot_interval_s=0)  # a snapshot with every write
     offered = []
     snapshot = {**head, "seq": 1, "rows": rows}
     offered.append(snapshot)
@@ -262,3 +263,25 @@ async def test_offers_while_the_breaker_is_open_are_not_encoded_and_still_exact_
     await asyncio.sleep(0.06)  # half-open: the next write is the probe
     assert await publisher.flush()
     assert [value for _, _, value in redis.sent] == [orjson.dumps(_chain(1)), orjson.dumps(_chain(1))]
+
+
+async def test_snapshots_go_to_redis_at_most_once_a_second_deltas_with_every_write():
+    redis = _RecordingRedis()
+    publisher = RedisPublisher(redis, min_interval_s=0.01, snapshot_interval_s=0.3)
+    writer = asyncio.create_task(publisher.run())
+    key = chain_key("NIFTY", "2026-12-01")
+    try:
+        for seq in range(1, 11):  # a delta every 50 ms for half a second
+            publisher.offer_chain(snapshot=_chain(seq), delta=_chain(seq))
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.4)  # quiet: the newest snapshot still goes out when its time comes
+    finally:
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+    published = [json.loads(value)["seq"] for kind, _, value in redis.sent if kind == "publish"]
+    stored = [json.loads(value)["seq"] for kind, k, value in redis.sent if kind == "set" and k == key]
+    assert published == list(range(1, 11))  # every delta, in order
+    assert stored[0] == 1 and stored[-1] == 10  # the first at once, the newest in the end
+    assert 2 <= len(stored) <= 3  # ~0.9 s of offers at one snapshot per 0.3 s, not one per delta
+    assert stored == sorted(stored)
