@@ -144,24 +144,32 @@ def test_no_usable_account_overflows_everything():
     assert result.placements == {} and result.overflow == [1, 2, 3]
 
 
-@settings(max_examples=60, deadline=None)
-@given(
+RANDOM_CHANGES = given(
     capacities=st.lists(st.tuples(st.integers(1, 3), st.integers(1, 40)), min_size=0, max_size=4),
     count=st.integers(0, 300),
     rounds=st.integers(1, 4),
     seed=st.integers(0, 10_000),
 )
-def test_limits_hold_and_nothing_is_lost_across_random_changes(capacities, count, rounds, seed):
-    """Without rebalancing (infinite slack) nothing moves unless its place became unusable or full."""
+
+
+def _random_rounds(capacities, count, rounds, seed):
+    """Per round: the usable accounts (accounts fail and come back) and the active items."""
     rng = random.Random(seed)
-    placements: dict[int, Placement] = {}
     for _ in range(rounds):
         accounts = [
             AccountSlots(account_id=i + 1, max_connections=c, instruments_per_connection=n)
             for i, (c, n) in enumerate(capacities)
-            if rng.random() > 0.25  # accounts fail and come back
+            if rng.random() > 0.25
         ]
-        items = [n for n in range(count) if rng.random() > 0.1]
+        yield accounts, [n for n in range(count) if rng.random() > 0.1]
+
+
+@settings(max_examples=60, deadline=None)
+@RANDOM_CHANGES
+def test_limits_hold_and_nothing_is_lost_across_random_changes(capacities, count, rounds, seed):
+    """Without rebalancing (infinite slack) nothing moves unless its place became unusable or full."""
+    placements: dict[int, Placement] = {}
+    for accounts, items in _random_rounds(capacities, count, rounds, seed):
         result = assign_instruments(items=items, current=placements, accounts=accounts, rebalance_slack=math.inf)
         assert result.rebalanced == 0
         _check_limits(result.placements, accounts)
@@ -181,22 +189,10 @@ def test_limits_hold_and_nothing_is_lost_across_random_changes(capacities, count
 
 
 @settings(max_examples=80, deadline=None)
-@given(
-    capacities=st.lists(st.tuples(st.integers(1, 3), st.integers(1, 40)), min_size=0, max_size=4),
-    count=st.integers(0, 300),
-    rounds=st.integers(1, 4),
-    seed=st.integers(0, 10_000),
-)
+@RANDOM_CHANGES
 def test_rebalancing_moves_only_what_evens_out_the_accounts(capacities, count, rounds, seed):
-    rng = random.Random(seed)
     placements: dict[int, Placement] = {}
-    for _ in range(rounds):
-        accounts = [
-            AccountSlots(account_id=i + 1, max_connections=c, instruments_per_connection=n)
-            for i, (c, n) in enumerate(capacities)
-            if rng.random() > 0.25
-        ]
-        items = [n for n in range(count) if rng.random() > 0.1]
+    for accounts, items in _random_rounds(capacities, count, rounds, seed):
         result = assign_instruments(items=items, current=placements, accounts=accounts)
         _check_limits(result.placements, accounts)
         assert set(result.placements) | set(result.overflow) == set(items)
