@@ -116,9 +116,7 @@ def read_latest(tokens: list[int]) -> dict[int, dict[str, Any]]:
 
 class _SnapshotEncoder:
     """Chain snapshot JSON, re-encoding only the rows that changed: unchanged rows are the same
-    objects from one snapshot to the next (copy-on-write in ChainBook), so their JSON is reused.
-    `refresh()` encodes a new snapshot's changed rows as soon as it exists, which lets `encode()` at
-    write time only assemble (and a row that changed again before the write is encoded twice)."""
+    objects from one snapshot to the next (copy-on-write in ChainBook), so their JSON is reused."""
 
     def __init__(self) -> None:
         # Per chain, the last snapshot's row objects and their JSON. The row objects themselves are
@@ -305,7 +303,8 @@ class RedisPublisher:
         if self._resync_requested:
             self._resync_requested = False
             self._queue_everything()
-        if not (self._chains or self._latest or self._next_snapshot_due() is not None):
+        snapshot_due = self._next_snapshot_due()
+        if not (self._chains or self._latest or (snapshot_due is not None and snapshot_due <= time.monotonic())):
             return True
         if not self.breaker.allow():
             self._drop_pending_while_down()
