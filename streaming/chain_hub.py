@@ -78,20 +78,26 @@ class ChainHub:
                 self._timer = None
             self.conflator = Conflator(interval_s=self.conflator.interval_s)
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await asyncio.wait({task})  # not `await task`: that would also swallow a cancel of our own
             with contextlib.suppress(Exception):  # the group forgets us anyway after its expiry
                 await self.layer.group_discard(self.group, channel)
 
     async def _run(self) -> None:
+        # This task's own channel and identity: after `leave` it must stop, never carry on with
+        # whatever `self.channel` is by then.
+        me, channel = asyncio.current_task(), self.channel
         joined_at = time.monotonic()
-        while True:
+        while self.task is me:
             try:
                 if time.monotonic() - joined_at >= GROUP_REJOIN_S:
-                    await self.layer.group_add(self.group, self.channel)
+                    await self.layer.group_add(self.group, channel)
                     joined_at = time.monotonic()
                 try:
-                    event = await asyncio.wait_for(self.layer.receive(self.channel), timeout=GROUP_REJOIN_S)
+                    # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancel that
+                    # arrives as the receive completes (a page closed while updates stream), and the
+                    # hub then outlived its last member.
+                    async with asyncio.timeout(GROUP_REJOIN_S):
+                        event = await self.layer.receive(channel)
                 except TimeoutError:
                     continue
             except asyncio.CancelledError:

@@ -117,3 +117,26 @@ async def test_join_fails_cleanly_when_the_group_cannot_be_joined(monkeypatch):
     else:
         raise AssertionError("join should have failed")
     assert hub.task is None and member not in hub.members
+
+
+async def test_leaving_as_an_update_arrives_always_stops_the_hub():
+    """A page closed while the ticker streams: the hub's receive completes in the same turn as its
+    cancel. Python 3.11's wait_for then swallowed the cancel and the hub kept looping on a channel of
+    None, so the next page on that chain never got an update."""
+    layer = InMemoryChannelLayer()
+    hub = hub_for(layer, GROUP)
+    for seq in range(50):
+        member = Member()
+        await hub.join(member)
+        task = hub.task
+        await asyncio.sleep(0)  # the hub is waiting in receive()
+        await layer.send(hub.channel, update(seq))  # wakes it...
+        async with asyncio.timeout(2):
+            await hub.leave(member)  # ...in the same turn as the cancel
+        await asyncio.sleep(0)
+        assert task.done(), f"round {seq}: the hub's task outlived its last member"
+    fresh = Member()
+    await hub.join(fresh)
+    await layer.group_send(GROUP, update(99))
+    await settle(lambda: fresh.events)
+    await hub.leave(fresh)
