@@ -13,24 +13,9 @@ import json
 import math
 from typing import Any
 
-SIDE_FIELDS = (
-    "instrument_token",
-    "tradingsymbol",
-    "ltp",
-    "change",
-    "oi",
-    "oi_change",
-    "oi_change_recent",
-    "volume",
-    "iv",
-    "delta",
-    "gamma",
-    "theta",
-    "vega",
-    "bid",
-    "ask",
-    "updated_at",
-)
+from streaming.chains import SIDE_OBJECT_FIELDS
+
+SIDE_FIELDS = SIDE_OBJECT_FIELDS  # one list: the side object ChainBook builds, in this order
 
 
 def _finite(value: Any) -> Any:

@@ -307,27 +307,18 @@ class ChainBook:
         return float(newest) if newest > 0 else now
 
     def _greeks_moved(self, side: str, side_greeks: dict[str, np.ndarray]) -> np.ndarray:
-        sent = self._sent.get(side, {})
-        if all(name in sent for name in GREEK_TOLERANCE):
-            # All Greeks as one matrix (a row per Greek): the same test, a few numpy calls in all.
-            new = np.stack([side_greeks[name] for name in GREEK_TOLERANCE])
-            old = np.stack([sent[name] for name in GREEK_TOLERANCE])
-            with np.errstate(invalid="ignore"):
-                moved_all = (np.isnan(new) != np.isnan(old)) | (
-                    np.abs(new - old) > np.maximum(_GREEK_ATOL, GREEK_RELATIVE_TOLERANCE * np.abs(old))
-                )
-            return moved_all.any(axis=0)
-        moved = np.zeros(len(self.spec.strikes), dtype=bool)
-        for name, atol in GREEK_TOLERANCE.items():
-            new, old = side_greeks[name], sent.get(name)
-            if old is None:
-                moved |= np.isfinite(new)
-                continue
-            with np.errstate(invalid="ignore"):
-                moved |= (np.isnan(new) != np.isnan(old)) | (
-                    np.abs(new - old) > np.maximum(atol, GREEK_RELATIVE_TOLERANCE * np.abs(old))
-                )
-        return moved
+        # All Greeks as one matrix (a row per Greek). `_remember_sent` records every Greek of a side
+        # at once, so a side has sent all of them or none.
+        new = np.stack([side_greeks[name] for name in GREEK_TOLERANCE])
+        sent = self._sent.get(side)
+        if not sent:
+            return np.isfinite(new).any(axis=0)
+        old = np.stack([sent[name] for name in GREEK_TOLERANCE])
+        with np.errstate(invalid="ignore"):
+            moved = (np.isnan(new) != np.isnan(old)) | (
+                np.abs(new - old) > np.maximum(_GREEK_ATOL, GREEK_RELATIVE_TOLERANCE * np.abs(old))
+            )
+        return moved.any(axis=0)
 
     def _remember_sent(
         self, side: str, side_greeks: dict[str, np.ndarray], recent: np.ndarray, index: np.ndarray
@@ -422,18 +413,19 @@ class ChainBook:
                 columns[field_no][n] = None
         index_list = index.tolist()
         return [
-            dict(zip(_SIDE_NAMES, row, strict=True))
+            dict(zip(SIDE_OBJECT_FIELDS, row, strict=True))
             for row in zip(tokens[index].tolist(), [symbols[n] for n in index_list], *columns, strict=True)
         ]
 
 
-# The numeric fields of a side object, in wire order; rows [lo, hi) of the matrix in _side_dicts are
+# The numeric fields of a side object, in order (SIDE_OBJECT_FIELDS is the whole object, and the
+# browser's positional order, streaming/chain_wire.py); rows [lo, hi) of the matrix in _side_dicts are
 # rounded to `digits`, and _SIDE_INTS are integers (truncated toward zero, as `_ints`).
 _SIDE_FIELDS = (
     "ltp", "change", "oi", "oi_change", "oi_change_recent", "volume",
     "iv", "delta", "gamma", "theta", "vega", "bid", "ask", "updated_at",
 )  # fmt: skip
-_SIDE_NAMES = ("instrument_token", "tradingsymbol", *_SIDE_FIELDS)
+SIDE_OBJECT_FIELDS = ("instrument_token", "tradingsymbol", *_SIDE_FIELDS)
 _SIDE_ROUNDING = ((0, 2, 2), (6, 7, 5), (7, 8, 4), (8, 9, 6), (9, 11, 3), (11, 13, 2), (13, 14, 3))
 _SIDE_INTS = slice(2, 6)
 
