@@ -115,28 +115,6 @@ def _rounded_scalar(value: float, digits: int) -> float | None:
     return round(value, digits) if math.isfinite(value) else None
 
 
-def _rounded(values: np.ndarray, digits: int) -> list[float | None]:
-    """Floats rounded for the wire, with None for NaN/inf (JSON has no NaN)."""
-    values = np.asarray(values, dtype=np.float64)
-    out = np.round(values, digits).tolist()
-    bad = ~np.isfinite(values)
-    if bad.any():
-        for n in np.flatnonzero(bad).tolist():
-            out[n] = None
-    return out
-
-
-def _ints(values: np.ndarray) -> list[int | None]:
-    values = np.asarray(values, dtype=np.float64)
-    bad = ~np.isfinite(values)
-    # Truncation toward zero, as int() does; non-finite entries become None below.
-    out: list[int | None] = np.where(bad, 0.0, values).astype(np.int64).tolist()
-    if bad.any():
-        for n in np.flatnonzero(bad).tolist():
-            out[n] = None
-    return out
-
-
 @dataclass
 class ChainBook:
     """The live view of one chain. `update()` decides whether there is something to publish and

@@ -228,9 +228,32 @@ def test_live_chain_counts_time_to_expiry_from_the_wall_clock():
     assert book.snapshot["header"]["time_to_expiry_years"] == round(expected_t, 6)
 
 
+# The per-field rounding the side objects used before their fields were rounded as one matrix: the
+# reference the matrix path must equal.
+def _rounded(values: np.ndarray, digits: int) -> list[float | None]:
+    """Floats rounded for the wire, with None for NaN/inf (JSON has no NaN)."""
+    values = np.asarray(values, dtype=np.float64)
+    out = np.round(values, digits).tolist()
+    bad = ~np.isfinite(values)
+    if bad.any():
+        for n in np.flatnonzero(bad).tolist():
+            out[n] = None
+    return out
+
+
+def _ints(values: np.ndarray) -> list[int | None]:
+    values = np.asarray(values, dtype=np.float64)
+    bad = ~np.isfinite(values)
+    # Truncation toward zero, as int() does; non-finite entries become None below.
+    out: list[int | None] = np.where(bad, 0.0, values).astype(np.int64).tolist()
+    if bad.any():
+        for n in np.flatnonzero(bad).tolist():
+            out[n] = None
+    return out
+
+
 def test_side_objects_are_each_field_rounded_on_its_own_with_none_for_nan():
     # _side_dicts rounds all fields as one matrix; each value must be what _rounded/_ints give.
-    from streaming.chains import _ints, _rounded
 
     rng = np.random.default_rng(7)
     n = 9
