@@ -364,7 +364,7 @@ class ChainBook:
         """Side objects (docs/websocket.md) for the strikes at `index` (all of which have this side)."""
         # All numeric fields as one float64 matrix (a row per field, in _SIDE_FIELDS order): rounding,
         # the NaN check and the conversion to Python numbers are then a few numpy calls per side
-        # instead of a few per field. Each value is exactly what `_rounded`/`_ints` give on its own.
+        # instead of a few per field. Each value equals per-field rounding (tests/streaming/test_chains.py checks it).
         ltp = arrays["ltp"][index]
         close = arrays["close"][index]
         values = np.empty((len(_SIDE_FIELDS), len(index)), dtype=np.float64)
@@ -398,7 +398,7 @@ class ChainBook:
 
 # The numeric fields of a side object, in order (SIDE_OBJECT_FIELDS is the whole object, and the
 # browser's positional order, streaming/chain_wire.py); rows [lo, hi) of the matrix in _side_dicts are
-# rounded to `digits`, and _SIDE_INTS are integers (truncated toward zero, as `_ints`).
+# rounded to `digits`, and _SIDE_INTS are integers (truncated toward zero, as int() does).
 _SIDE_FIELDS = (
     "ltp", "change", "oi", "oi_change", "oi_change_recent", "volume",
     "iv", "delta", "gamma", "theta", "vega", "bid", "ask", "updated_at",
