@@ -24,6 +24,7 @@ import weakref
 from typing import Any, Protocol
 
 from streaming.chain_conflation import Conflator
+from streaming.publishers import chain_event_payload
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class ChainHub:
         self.channel: str | None = None
         self.task: asyncio.Task | None = None
         self.received = 0
+        self.malformed = 0
         self.pushed = 0
         self.conflator = Conflator(interval_s=interval_s)
         self._timer: asyncio.TimerHandle | None = None
@@ -109,9 +111,16 @@ class ChainHub:
                 continue
             if event.get("type") != "chain.update":
                 continue
+            try:
+                chain = chain_event_payload(event)
+            except ValueError as exc:  # counted and skipped; the next good one carries on
+                self.malformed += 1
+                if self.malformed == 1:
+                    logger.warning("chain hub %s: skipping a malformed chain event: %s", self.group, exc)
+                continue
             self.received += 1
             loop = asyncio.get_running_loop()
-            self._push(self.conflator.offer(event.get("kind", "delta"), event["chain"], loop.time()))
+            self._push(self.conflator.offer(event.get("kind", "delta"), chain, loop.time()))
             self._schedule(loop)
 
     def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:

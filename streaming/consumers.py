@@ -30,6 +30,7 @@ from streaming.chain_conflation import first_seq
 from streaming.chain_feed import ChainFeed, Decision
 from streaming.chain_hub import chain_hub
 from streaming.chain_wire import encode_browser_message
+from streaming.publishers import chain_event_payload
 from streaming.snapshot_store import aget_chain_snapshot, chain_group
 
 logger = logging.getLogger(__name__)
@@ -159,7 +160,12 @@ class ChainConsumer(AsyncWebsocketConsumer):
 
     async def chain_update(self, event: dict[str, Any]) -> None:
         """A chain event sent to this consumer's own channel (the chain's group reaches it via the hub)."""
-        self._enqueue(event)
+        try:
+            chain = chain_event_payload(event)
+        except ValueError as exc:
+            logger.warning("chain websocket %s: skipping a malformed chain event: %s", self.group, exc)
+            return
+        self._enqueue({"type": "chain.update", "kind": event.get("kind", "delta"), "chain": chain})
 
     def deliver(self, event: dict[str, Any]) -> None:
         """From the process's chain hub: {"type": "chain.update", "kind": "snapshot"|"delta", "chain": {...}}."""

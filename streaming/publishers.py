@@ -2,8 +2,11 @@
 
 `ChannelPublisher` sends `{"type": "chain.update", "kind": "delta", "chain": ...}` to the chain's
 group (`snapshot_store.chain_group`) and keeps the latest snapshot in the snapshot store, so a
-consumer can always start from a full chain (docs/websocket.md). A channel-layer failure is logged
-and counted; it never stops the loop.
+consumer can always start from a full chain (docs/websocket.md). On a channel layer that serialises
+its messages (Redis) the payload travels as its JSON instead (`"chain_json"`, the bytes Redis pub/sub
+gets too): encoded once, where msgpack would walk the nested payload again (`chain_event_payload`
+turns either form back into the payload). A channel-layer failure is logged and counted; it never
+stops the loop.
 
 `RedisPublisher` writes, per chain, the snapshot JSON under `snapshot_store.chain_key`, publishes the
 delta on the chain's pub/sub channel (`chain_channel`), and keeps the latest state per instrument in
@@ -50,6 +53,27 @@ def chain_channel(underlying: str, expiry: str) -> str:
 def _dumps(value: Any) -> bytes:
     """Compact JSON (orjson: ~10x the standard library on chain rows; NaN would become null)."""
     return orjson.dumps(value)
+
+
+def encode_chain_message(message: dict[str, Any]) -> bytes:
+    """A chain message as the JSON that Redis pub/sub and a serialising channel layer carry."""
+    return _dumps(message)
+
+
+def chain_event_payload(event: dict[str, Any]) -> dict[str, Any]:
+    """The chain payload of a `chain.update` event, whichever form it travelled in ("chain": the
+    payload itself, in process; "chain_json": its JSON, over Redis). Raises ValueError (a KeyError
+    or orjson.JSONDecodeError) for an event that carries neither."""
+    chain = event.get("chain")
+    if chain is not None:
+        return chain
+    encoded = event.get("chain_json")
+    if not isinstance(encoded, bytes | bytearray | memoryview | str):
+        raise ValueError("chain.update event without a chain payload")
+    payload = orjson.loads(encoded)
+    if not isinstance(payload, dict):
+        raise ValueError("chain.update event whose chain_json is not an object")
+    return payload
 
 
 # The latest tick per instrument as a fixed little-endian record: packing 9,000 of them is a few
@@ -160,6 +184,12 @@ class SharedPayload(dict):
         return self
 
 
+def _is_in_memory(layer: Any) -> bool:
+    from channels.layers import InMemoryChannelLayer
+
+    return isinstance(layer, InMemoryChannelLayer)
+
+
 class ChannelPublisher:
     """Chain messages to the channel layer + the in-process snapshot store."""
 
@@ -170,26 +200,33 @@ class ChannelPublisher:
             channel_layer = get_channel_layer()
         self.layer = channel_layer
         self.timeout_s = timeout_s
+        # The in-memory layer hands the payload object over (SharedPayload: no copies); any other
+        # layer serialises the event, so it gets the payload's JSON.
+        self.sends_encoded = channel_layer is not None and not _is_in_memory(channel_layer)
         self.sent = 0
         self.failed = 0
         self.last_error = ""
 
-    async def publish(self, *, snapshot: dict[str, Any], delta: dict[str, Any], kind: str = "delta") -> bool:
+    async def publish(
+        self, *, snapshot: dict[str, Any], delta: dict[str, Any], kind: str = "delta", encoded: bytes | None = None
+    ) -> bool:
         """Store the snapshot and send the delta (`kind="snapshot"` for a chain's first message, or
-        after its strikes changed: the payload is then whole)."""
+        after its strikes changed: the payload is then whole). `encoded`: the delta's JSON when the
+        caller already has it (`encode_chain_message`)."""
         underlying, expiry = snapshot["underlying"], snapshot["expiry"]
         put_local_chain_snapshot(underlying, expiry, snapshot)
         if self.layer is None:
             return False
+        if self.sends_encoded:
+            event = {"type": "chain.update", "kind": kind, "chain_json": encoded or encode_chain_message(delta)}
+        else:
+            event = {"type": "chain.update", "kind": kind, "chain": SharedPayload(delta)}
         try:
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that arrives as
             # the send completes (the in-memory layer's send completes at once), and the flusher then
             # outlives the ticker's shutdown.
             async with asyncio.timeout(self.timeout_s):
-                await self.layer.group_send(
-                    chain_group(underlying, expiry),
-                    {"type": "chain.update", "kind": kind, "chain": SharedPayload(delta)},
-                )
+                await self.layer.group_send(chain_group(underlying, expiry), event)
         except Exception as exc:  # e.g. the Redis channel layer lost Redis: the next delta tries again
             self.failed += 1
             if self.last_error != f"{type(exc).__name__}: {exc}":
@@ -239,14 +276,15 @@ class RedisPublisher:
         self.last_write_at: float | None = None
 
     # --- the loop's side: cheap, never blocks -------------------------------------------------
-    def offer_chain(self, *, snapshot: dict[str, Any], delta: dict[str, Any]) -> None:
+    def offer_chain(self, *, snapshot: dict[str, Any], delta: dict[str, Any], encoded: bytes | None = None) -> None:
+        """Queue a chain's delta (and newest snapshot) for the writer; `encoded`: the delta's JSON when
+        the caller already has it (`encode_chain_message`)."""
         key = (snapshot["underlying"], snapshot["expiry"])
         pending = self._chains.get(key)
         # Encoded here, while the new rows and sides are still in the CPU caches (measured: the same
         # encoding costs ~25% more at write time, when they are cold). Not while Redis is down. A
         # failure is left to `_write`, where it is counted and logged as before.
-        encoded = None
-        if self.breaker.state != "open":
+        if encoded is None and self.breaker.state != "open":
             try:
                 encoded = _dumps(delta)
             except Exception:
@@ -393,7 +431,9 @@ __all__ = [
     "RedisPublisher",
     "SharedPayload",
     "chain_channel",
+    "chain_event_payload",
     "decode_latest",
+    "encode_chain_message",
     "latest_records",
     "read_latest",
 ]

@@ -45,7 +45,7 @@ import numpy as np
 from streaming.chains import ChainBook, ChainSpec, build_chain_registry
 from streaming.leases import LocalLeases, RedisLeases
 from streaming.market_state import MarketState
-from streaming.publishers import ChannelPublisher, RedisPublisher, latest_records
+from streaming.publishers import ChannelPublisher, RedisPublisher, encode_chain_message, latest_records
 from streaming.sources import KiteConnectionSource, MockConnectionSource
 from streaming.status import StatusBoard, publish_local, publish_redis
 from streaming.supervisor import TaskSupervisor
@@ -302,7 +302,12 @@ class TickerLoop:
         next_due: float | None = None
         # Mock chains count time to expiry on the mock market's clock (a simulated session at night).
         market_now = self.market.clock.timestamp() if self.market is not None else None
-        outgoing: list[tuple[dict[str, Any], dict[str, Any], str, float | None]] = []
+        outgoing: list[tuple[dict[str, Any], dict[str, Any], str, float | None, bytes | None]] = []
+        # Each delta's JSON, once, for whichever of Redis pub/sub and the channel layer carries bytes.
+        # (Not for a Redis that is down: nothing is kept for it then.)
+        encode = self.channel.sends_encoded or (
+            self.redis_publisher is not None and self.redis_publisher.breaker.state != "open"
+        )
         for chain in list(self.chains.values()):
             book = chain.book
             if not force and not book.changed(self.state):
@@ -317,20 +322,21 @@ class TickerLoop:
             chain.next_publish_at = monotonic + interval
             if delta is None:
                 continue
-            outgoing.append((book.snapshot, delta, "snapshot" if first else "delta", oldest))
+            encoded = encode_chain_message(delta) if encode else None
+            outgoing.append((book.snapshot, delta, "snapshot" if first else "delta", oldest, encoded))
             if self.redis_publisher is not None:
-                self.redis_publisher.offer_chain(snapshot=book.snapshot, delta=delta)
+                self.redis_publisher.offer_chain(snapshot=book.snapshot, delta=delta, encoded=encoded)
         if outgoing:
             # All chains' sends at once: on the Redis channel layer each is a couple of round trips, and
             # one after another the last chain of a pass would wait for all the others.
             results = await asyncio.gather(
                 *(
-                    self.channel.publish(snapshot=snapshot, delta=delta, kind=kind)
-                    for snapshot, delta, kind, _ in outgoing
+                    self.channel.publish(snapshot=snapshot, delta=delta, kind=kind, encoded=encoded)
+                    for snapshot, delta, kind, _, encoded in outgoing
                 )
             )
             sent_at = time.time()
-            for (_, _, _, oldest), sent in zip(outgoing, results, strict=True):
+            for (_, _, _, oldest, _), sent in zip(outgoing, results, strict=True):
                 if sent:
                     self._observe_latency(oldest, sent_at)
         if self.redis_publisher is not None and self.state.seq > self._latest_seq:

@@ -140,3 +140,19 @@ async def test_leaving_as_an_update_arrives_always_stops_the_hub():
     await layer.group_send(GROUP, update(99))
     await settle(lambda: fresh.events)
     await hub.leave(fresh)
+
+
+async def test_an_update_that_travelled_as_json_reaches_members_as_the_payload_and_a_bad_one_is_skipped():
+    import orjson
+
+    layer = InMemoryChannelLayer()
+    hub = hub_for(layer, GROUP)
+    member = Member()
+    await hub.join(member)
+    await layer.group_send(GROUP, {"type": "chain.update", "kind": "delta", "chain_json": orjson.dumps({"seq": 1})})
+    await layer.group_send(GROUP, {"type": "chain.update", "kind": "delta", "chain_json": b"{truncated"})
+    await layer.group_send(GROUP, update(2))
+    await settle(lambda: len(member.events) == 2)
+    assert [e["chain"] for e in member.events] == [{"seq": 1}, {"seq": 2}]
+    assert (hub.received, hub.malformed) == (2, 1)
+    await hub.leave(member)

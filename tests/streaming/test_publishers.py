@@ -23,7 +23,9 @@ from streaming.publishers import (
     _dumps,
     _SnapshotEncoder,
     chain_channel,
+    chain_event_payload,
     decode_latest,
+    encode_chain_message,
     latest_records,
 )
 from streaming.snapshot_store import chain_group, chain_key, get_chain_snapshot
@@ -52,6 +54,48 @@ async def test_channel_publisher_sends_to_the_chain_group_and_stores_the_snapsho
     message = await asyncio.wait_for(layer.receive(channel), 1)
     assert message == {"type": "chain.update", "kind": "snapshot", "chain": _chain(3)}
     assert get_chain_snapshot("NIFTY", "2026-12-01")["seq"] == 3
+
+
+async def test_on_the_redis_channel_layer_a_delta_travels_as_its_json_and_reads_back_as_the_delta():
+    from channels_redis.core import RedisChannelLayer
+
+    server = RedisServer()
+    server.start()
+    layer = RedisChannelLayer(hosts=[{"address": server.url}], prefix="tp:test")
+    try:
+        channel = await layer.new_channel()
+        await layer.group_add(chain_group("NIFTY", "2026-12-01"), channel)
+        publisher = ChannelPublisher(layer)
+        assert publisher.sends_encoded and not ChannelPublisher(InMemoryChannelLayer()).sends_encoded
+        assert await publisher.publish(snapshot=_chain(3), delta=_chain(3))
+        # What the caller already encoded (for Redis pub/sub too) goes out as it is.
+        encoded = encode_chain_message(_chain(4, ltp=11.5))
+        assert await publisher.publish(snapshot=_chain(4), delta={"not": "re-encoded"}, encoded=encoded)
+        first = await asyncio.wait_for(layer.receive(channel), 2)
+        second = await asyncio.wait_for(layer.receive(channel), 2)
+        assert set(first) == {"type", "kind", "chain_json"} and first["kind"] == "delta"
+        assert json.loads(first["chain_json"]) == _chain(3)
+        assert chain_event_payload(first) == _chain(3)
+        assert second["chain_json"] == encoded and chain_event_payload(second) == _chain(4, ltp=11.5)
+    finally:
+        await layer.flush()
+        await layer.close_pools()
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"type": "chain.update", "kind": "delta"},
+        {"type": "chain.update", "chain_json": b"{not json"},
+        {"type": "chain.update", "chain_json": b"[1, 2]"},
+        {"type": "chain.update", "chain_json": 42},
+    ],
+    ids=["no payload", "bad json", "not an object", "not bytes"],
+)
+def test_a_chain_event_without_a_readable_payload_is_a_value_error(event):
+    with pytest.raises(ValueError):
+        chain_event_payload(event)
 
 
 async def test_channel_publisher_failure_is_counted_not_raised():
