@@ -28,8 +28,10 @@ from streaming.publishers import chain_event_payload
 
 logger = logging.getLogger(__name__)
 
-# Re-join the group this often (seconds), well inside the channel layer's group expiry (a day on Redis).
-GROUP_REJOIN_S = 3600.0
+# Re-join the group this often (seconds), well inside the channel layer's group expiry
+# (settings.CHANNEL_GROUP_EXPIRY_S): the membership of a web process that died without leaving lapses
+# soon, and one that Redis lost (a restart) comes back within this, even if no receive failed.
+GROUP_REJOIN_S = 60.0
 # After a channel-layer error (e.g. Redis restarting), wait this long before receiving again.
 RETRY_AFTER_ERROR_S = 1.0
 

@@ -113,6 +113,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: cache, channel layer, Celery broker, tick publishing -----------------------------
 REDIS_URL = env.str("REDIS_URL", default="")
+# How long a channel stays in a group without re-joining (the Redis channel layer's group_expiry).
+CHANNEL_GROUP_EXPIRY_S = 300
 
 if REDIS_URL:
     CACHES = {
@@ -134,6 +136,10 @@ if REDIS_URL:
                 # A slow websocket client loses messages past this, then gets a fresh snapshot.
                 "capacity": env.int("CHANNEL_CAPACITY", default=200),
                 "expiry": 30,
+                # Only chain hubs join groups, and they re-join every minute (chain_hub.GROUP_REJOIN_S);
+                # a web process that died without leaving is dropped from its groups after this, not
+                # after the default day of the ticker filling its dead queues.
+                "group_expiry": CHANNEL_GROUP_EXPIRY_S,
             },
         }
     }
@@ -276,9 +282,16 @@ LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"redact_secrets": {"()": "tickerproject.log_redaction.RedactSecretsFilter"}},
+    "filters": {
+        "redact_secrets": {"()": "tickerproject.log_redaction.RedactSecretsFilter"},
+        "throttle_repeats": {"()": "tickerproject.log_throttle.ThrottleRepeatsFilter", "interval_s": 60.0},
+    },
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact_secrets"]}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # "N of M channels over capacity in group G" on every send while a member is full.
+        "channels_redis.core": {"filters": ["throttle_repeats"]},
+    },
 }

@@ -26,6 +26,7 @@ print(json.dumps({
     "cache": settings.CACHES["default"]["BACKEND"], "cache_location": settings.CACHES["default"].get("LOCATION"),
     "layer": settings.CHANNEL_LAYERS["default"]["BACKEND"],
     "layer_hosts": settings.CHANNEL_LAYERS["default"].get("CONFIG", {}).get("hosts"),
+    "group_expiry": settings.CHANNEL_LAYERS["default"].get("CONFIG", {}).get("group_expiry"),
     "broker": settings.CELERY_BROKER_URL, "eager": settings.CELERY_TASK_ALWAYS_EAGER,
     "redis": settings.REDIS_URL, "kite_root": settings.KITE_API_ROOT,
     "allowed_hosts": settings.ALLOWED_HOSTS, "hsts": settings.SECURE_HSTS_SECONDS,
@@ -82,6 +83,10 @@ def test_redis_url_switches_cache_channel_layer_and_celery():
     assert [host["address"] for host in found["layer_hosts"]] == [url]
     # longer than the layer's 5 s blocking receive, or idle websockets are dropped (tests/scale/test_web_workers.py)
     assert all(host["socket_timeout"] > 5 for host in found["layer_hosts"])
+    # A dead web process's memberships lapse in minutes, and a live hub re-joins well before its own do.
+    from streaming.chain_hub import GROUP_REJOIN_S
+
+    assert 3 * GROUP_REJOIN_S <= found["group_expiry"] <= 900
     assert found["broker"] == url and found["eager"] is False and found["redis"] == url
     assert found["kite_root"] == "http://127.0.0.1:9"
 
