@@ -248,22 +248,7 @@ class ChainBook:
             "last_tick_at": last_tick_at,
             "oi_change_window_minutes": self.oi_window_minutes,
         }
-        strikes = spec.strikes.tolist()
-        # Copy-on-write: unchanged row objects are shared with the previous snapshot (readers may
-        # still hold it), changed rows are new objects.
-        rows: list[dict[str, Any]] = [{"strike": k} for k in strikes] if first else list(self.snapshot["rows"])
-        delta_rows: list[dict[str, Any]] = []
-        touched = sorted({n for by_index in changed_sides.values() for n in by_index})
-        by_side = [(side, changed_sides[side]) for side in SIDE_KEYS if side in changed_sides]
-        for n in touched:
-            row = dict(rows[n])
-            changed_row: dict[str, Any] = {"strike": strikes[n]}
-            for side, by_index in by_side:
-                value = by_index.get(n)
-                if value is not None:
-                    row[side] = changed_row[side] = value
-            rows[n] = row
-            delta_rows.append(changed_row)
+        rows, delta_rows = self._merge_rows(changed_sides.get("CE", {}), changed_sides.get("PE", {}))
         header_changed = first or self.snapshot["header"] != header
         self.published_state_seq = state.seq
         if not delta_rows and not header_changed:
@@ -273,6 +258,36 @@ class ChainBook:
         common = {"underlying": spec.underlying, "expiry": spec.expiry.isoformat(), "seq": self.seq, "ts": now}
         self.snapshot = {**common, "source": source, "header": header, "rows": rows}
         return {**common, "source": source, "header": header, "rows": delta_rows}
+
+    def _merge_rows(
+        self, ce: dict[int, dict[str, Any]], pe: dict[int, dict[str, Any]]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The new snapshot rows and the delta rows, given the changed side objects by strike index.
+
+        Copy-on-write: unchanged row objects are shared with the previous snapshot (readers may still
+        hold it), changed rows are new objects. A strike whose two sides both changed has one new
+        row object, shared by the snapshot and the delta (nobody mutates a published row)."""
+        strikes = self.spec.strikes.tolist()
+        if self.snapshot is None:
+            rows: list[dict[str, Any]] = [{"strike": k} for k in strikes]
+        else:
+            rows = list(self.snapshot["rows"])
+        delta_rows: list[dict[str, Any]] = []
+        for n in sorted(ce.keys() | pe.keys()):
+            call, put = ce.get(n), pe.get(n)
+            if call is not None and put is not None:
+                row = rows[n] = {"strike": strikes[n], "CE": call, "PE": put}
+                delta_rows.append(row)
+                continue
+            row = dict(rows[n])  # keeps the key order: strike, CE, PE
+            if call is not None:
+                row["CE"] = call
+                delta_rows.append({"strike": strikes[n], "CE": call})
+            else:
+                row["PE"] = put
+                delta_rows.append({"strike": strikes[n], "PE": put})
+            rows[n] = row
+        return rows, delta_rows
 
     def _market_time(self, state: MarketState, now: float) -> float:
         """A mock chain's market time when the caller has no clock: its newest exchange timestamp.
@@ -381,18 +396,65 @@ class ChainBook:
         values[12] = arrays["ask"][index]
         values[13] = arrays["updated_at"][index]
         bad = ~np.isfinite(values)
-        for lo, hi, digits in _SIDE_ROUNDING:
-            values[lo:hi] = np.round(values[lo:hi], digits)
         ints = np.where(bad[_SIDE_INTS], 0.0, values[_SIDE_INTS]).astype(np.int64).tolist()
+        # np.round(x, d) is rint(x * 10**d) / 10**d: done here for all rows at once, each row with its
+        # own 10**d (the integer rows were taken above).
+        with np.errstate(invalid="ignore", over="ignore"):
+            np.multiply(values, _SIDE_SCALE, out=values)
+            np.rint(values, out=values)
+            np.divide(values, _SIDE_SCALE, out=values)
         columns: list[list[Any]] = values.tolist()
         columns[_SIDE_INTS] = ints
         if bad.any():
-            for field_no, n in zip(*(axis.tolist() for axis in np.nonzero(bad)), strict=True):
-                columns[field_no][n] = None
-        index_list = index.tolist()
+            count = len(index)
+            for field_no in np.flatnonzero(bad.any(axis=1)).tolist():
+                field_bad = bad[field_no]
+                if field_bad.all():  # e.g. the OI window before it has history: the whole row
+                    columns[field_no] = [None] * count
+                else:
+                    column = columns[field_no]
+                    for n in np.flatnonzero(field_bad).tolist():
+                        column[n] = None
+        symbol_list = [symbols[n] for n in index.tolist()]
+        # A dict display per side (the keys in SIDE_OBJECT_FIELDS order, which a test checks): about
+        # twice as fast as dict(zip(fields, values)) for the ~200 sides of a typical delta.
         return [
-            dict(zip(SIDE_OBJECT_FIELDS, row, strict=True))
-            for row in zip(tokens[index].tolist(), [symbols[n] for n in index_list], *columns, strict=True)
+            {
+                "instrument_token": token,
+                "tradingsymbol": symbol,
+                "ltp": last,
+                "change": change,
+                "oi": oi,
+                "oi_change": oi_change_value,
+                "oi_change_recent": oi_recent,
+                "volume": volume,
+                "iv": iv,
+                "delta": delta,
+                "gamma": gamma,
+                "theta": theta,
+                "vega": vega,
+                "bid": bid,
+                "ask": ask,
+                "updated_at": updated_at,
+            }
+            for (
+                token,
+                symbol,
+                last,
+                change,
+                oi,
+                oi_change_value,
+                oi_recent,
+                volume,
+                iv,
+                delta,
+                gamma,
+                theta,
+                vega,
+                bid,
+                ask,
+                updated_at,
+            ) in zip(tokens[index].tolist(), symbol_list, *columns)
         ]
 
 
@@ -406,6 +468,9 @@ _SIDE_FIELDS = (
 SIDE_OBJECT_FIELDS = ("instrument_token", "tradingsymbol", *_SIDE_FIELDS)
 _SIDE_ROUNDING = ((0, 2, 2), (6, 7, 5), (7, 8, 4), (8, 9, 6), (9, 11, 3), (11, 13, 2), (13, 14, 3))
 _SIDE_INTS = slice(2, 6)
+_SIDE_SCALE = np.ones((len(_SIDE_FIELDS), 1))  # a column: 10**digits per row of the matrix
+for _lo, _hi, _digits in _SIDE_ROUNDING:
+    _SIDE_SCALE[_lo:_hi] = 10.0**_digits
 
 
 def _differs(new: np.ndarray, old: np.ndarray | None) -> np.ndarray:
