@@ -454,7 +454,7 @@ class ChainBook:
                 bid,
                 ask,
                 updated_at,
-            ) in zip(tokens[index].tolist(), symbol_list, *columns)
+            ) in zip(tokens[index].tolist(), symbol_list, *columns, strict=True)
         ]
 
 
