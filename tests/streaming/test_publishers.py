@@ -185,28 +185,43 @@ def test_latest_records_for_many_rows_is_vectorised_input():
     assert len(records) == 1000 and decode_latest(records[1000])["last_price"] == 2.0
 
 
-def test_snapshot_encoder_reuses_unchanged_rows_and_stays_exact():
+def test_snapshot_encoder_reencodes_only_the_changed_rows_of_a_sparse_change_and_stays_exact(monkeypatch):
+    from streaming import publishers
+
+    calls = []
+    monkeypatch.setattr(publishers, "_dumps", lambda value: calls.append(value) or _dumps(value))
     encoder = _SnapshotEncoder()
-    rows = [{"strike": float(k), "CE": {"ltp": k}} for k in range(5)]
+    rows = [{"strike": float(k), "CE": {"ltp": k}} for k in range(6)]
     snapshot = {"underlying": "NIFTY", "expiry": "2026-12-01", "seq": 1, "rows": rows}
-    assert json.loads(encoder.encode(snapshot)) == snapshot
-    changed = list(rows)
-    changed[2] = {"strike": 2.0, "CE": {"ltp": 99}}
-    second = {**snapshot, "seq": 2, "rows": changed}
-    assert json.loads(encoder.encode(second)) == second
+    assert encoder.encode(snapshot) == _dumps(snapshot) and len(calls) == 1  # all new: one call
+    sparse = list(rows)
+    sparse[2] = {"strike": 2.0, "CE": {"ltp": 99}}
+    second = {**snapshot, "seq": 2, "rows": sparse}
+    assert encoder.encode(second) == _dumps(second)  # the first sparse change encodes every row once
+    sparser = list(sparse)
+    sparser[4] = {"strike": 4.0, "CE": {"ltp": 77}}
+    third = {**snapshot, "seq": 3, "rows": sparser}
+    calls.clear()
+    assert encoder.encode(third) == _dumps(third)
+    assert calls == [sparser[4], {k: v for k, v in third.items() if k != "rows"}]  # that row and the head
+    busy = [{"strike": float(k), "CE": {"ltp": -k}} for k in range(6)]
+    fourth = {**snapshot, "seq": 4, "rows": busy}
+    calls.clear()
+    assert encoder.encode(fourth) == _dumps(fourth) and calls == [fourth]  # most rows new: whole
 
 
 def test_snapshot_encoder_never_mistakes_a_new_row_for_a_freed_one():
     # A freed row's memory (and so its id()) is reused by the next dict CPython allocates: the
     # encoder must compare row objects, not ids, or a new row would go out with the old row's JSON.
     encoder = _SnapshotEncoder()
-    snapshot = {"underlying": "NIFTY", "expiry": "2026-12-01", "seq": 0, "rows": [{"strike": 1.0, "CE": {"ltp": 0}}]}
+    steady = [{"strike": float(k), "CE": {"ltp": k}} for k in range(2, 6)]
+    snapshot = {"underlying": "NIFTY", "expiry": "2026-12-01", "seq": 0, "rows": [{"strike": 1.0}, *steady]}
     encoder.encode(snapshot)
-    for n in range(1, 50):
-        snapshot["rows"] = None  # the previous row is freed here...
+    for n in range(1, 50):  # one row of five changes each time: the per-row path
+        snapshot["rows"] = None  # the previous first row is freed here...
         row = {"strike": 1.0}  # ...and this dict most likely takes its place
         row["CE"] = {"ltp": n}
-        snapshot = {**snapshot, "seq": n, "rows": [row]}
+        snapshot = {**snapshot, "seq": n, "rows": [row, *steady]}
         assert json.loads(encoder.encode(snapshot))["rows"][0]["CE"]["ltp"] == n
 
 
