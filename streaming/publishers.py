@@ -177,7 +177,7 @@ class SharedPayload(dict):
     """A chain message that nobody mutates once built (ChainBook builds a new one per message, and
     readers only read it): a deep copy of it is itself. The in-memory channel layer deep-copies every
     message once per group member to isolate senders from receivers; for a ~full-chain delta that
-    copy cost more than building it. Other layers serialise it as the plain dict it is."""
+    copy cost more than building it. Other layers get the payload's JSON instead (ChannelPublisher)."""
 
     __slots__ = ()
 
@@ -218,11 +218,11 @@ class ChannelPublisher:
         put_local_chain_snapshot(underlying, expiry, snapshot)
         if self.layer is None:
             return False
-        if self.sends_encoded:
-            event = {"type": "chain.update", "kind": kind, "chain_json": encoded or encode_chain_message(delta)}
-        else:
-            event = {"type": "chain.update", "kind": kind, "chain": SharedPayload(delta)}
         try:
+            if self.sends_encoded:
+                event = {"type": "chain.update", "kind": kind, "chain_json": encoded or encode_chain_message(delta)}
+            else:
+                event = {"type": "chain.update", "kind": kind, "chain": SharedPayload(delta)}
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that arrives as
             # the send completes (the in-memory layer's send completes at once), and the flusher then
             # outlives the ticker's shutdown.

@@ -322,7 +322,11 @@ class TickerLoop:
             chain.next_publish_at = monotonic + interval
             if delta is None:
                 continue
-            encoded = encode_chain_message(delta) if encode else None
+            encoded = None
+            if encode:
+                # A failure here is left to the publishers, which count and log it (and carry on).
+                with contextlib.suppress(Exception):
+                    encoded = encode_chain_message(delta)
             outgoing.append((book.snapshot, delta, "snapshot" if first else "delta", oldest, encoded))
             if self.redis_publisher is not None:
                 self.redis_publisher.offer_chain(snapshot=book.snapshot, delta=delta, encoded=encoded)

@@ -98,6 +98,20 @@ def test_a_chain_event_without_a_readable_payload_is_a_value_error(event):
         chain_event_payload(event)
 
 
+async def test_a_delta_that_cannot_be_encoded_is_counted_as_a_failed_send_not_raised():
+    class Recording:
+        sent: list = []
+
+        async def group_send(self, group, message):
+            self.sent.append(message)
+
+    layer = Recording()
+    publisher = ChannelPublisher(layer)
+    assert not await publisher.publish(snapshot=_chain(1), delta={**_chain(1), "rows": {1, 2}})
+    assert (publisher.failed, layer.sent) == (1, [])
+    assert await publisher.publish(snapshot=_chain(2), delta=_chain(2))  # the next one goes out
+
+
 async def test_channel_publisher_failure_is_counted_not_raised():
     class Broken:
         async def group_send(self, group, message):
