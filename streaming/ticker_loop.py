@@ -819,19 +819,22 @@ def _backfill_session(account_id: int, day: dt.date, subscription_ids: list[int]
     from django.core.cache import cache
     from django.db import close_old_connections
 
-    from history.services.backfill import backfill_run
+    from history.services.backfill import BackfillCancelled, backfill_run
     from subscriptions.models import Instrument
 
     close_old_connections()
     last = time.monotonic()
     must_end_by = math.inf
+    cancelled = False
 
     def on_progress(run: Any, advanced: int) -> None:
-        nonlocal last
-        if stop.is_set():
-            raise BackfillStopped("the ticker is stopping")
-        if time.monotonic() >= must_end_by:
-            raise BackfillStopped("the history backfill lock is about to expire")
+        nonlocal last, cancelled
+        if stop.is_set() or time.monotonic() >= must_end_by:
+            cancelled = True
+            # The run ends partial (resumable), logged without a traceback: a deliberate stop.
+            raise BackfillCancelled(
+                "the ticker is stopping" if stop.is_set() else "the history backfill lock is about to expire"
+            )
         time.sleep(min(time.monotonic() - last, 0.5))  # a 50% duty cycle at most
         last = time.monotonic()
 
@@ -848,7 +851,7 @@ def _backfill_session(account_id: int, day: dt.date, subscription_ids: list[int]
         except BaseException:
             cache.delete(key)
             raise
-        if run.status == "failed":  # stopped or broken: the next start tries again
+        if run.status == "failed" or cancelled:  # broken or stopped early: the next start tries again
             cache.delete(key)
         log.info("session backfill for account %s: %s", account_id, run.status)
     finally:

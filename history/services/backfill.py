@@ -53,6 +53,11 @@ class InstrumentRejected(Exception):
     """Kite refuses this instrument (unknown/expired token, bad parameters): give it up for this run."""
 
 
+class BackfillCancelled(Exception):
+    """Raised by an `on_progress` callback to end a run early (its caller is stopping): the run ends
+    partial, and the next one continues where it stopped (coverage is recorded chunk by chunk)."""
+
+
 class SourceUnavailable(Exception):
     """The source cannot serve anything (token rejected, retries exhausted): stop the run."""
 
@@ -330,6 +335,10 @@ class HistoricalBootstrapper:
             # Coverage is recorded chunk by chunk, so the next run resumes from here.
             run.status = BackfillRun.Status.PARTIAL
             run.message = "stopped at the task's time limit; the next backfill continues where this one stopped"
+        except BackfillCancelled as exc:  # asked to stop: not a failure, nothing to trace
+            logger.info("backfill %s stopped early: %s", run.pk, exc)
+            run.status = BackfillRun.Status.PARTIAL
+            run.message = f"stopped early ({exc}); the next backfill continues where this one stopped"[:2000]
         except Exception as exc:
             logger.exception("backfill %s failed", run.pk)
             run.status = BackfillRun.Status.FAILED

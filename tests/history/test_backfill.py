@@ -1,6 +1,7 @@
 """The backfill service against the simulator's real REST endpoints (and against the mock source)."""
 
 import datetime as dt
+import logging
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -270,6 +271,31 @@ def test_progress_callback_sees_every_request(sim, subscribed):
     assert sum(n for n, _, _ in seen) == run.requests_done == 2
     assert seen[-1][1:] == (2, 2)
     assert BackfillRun.objects.get(pk=run.pk).instruments_done == 2
+
+
+def test_a_caller_that_stops_the_run_early_gets_a_partial_run_without_an_error_and_the_next_run_resumes(
+    sim, subscribed, caplog
+):
+    from history.services.backfill import BackfillCancelled
+
+    def stop_after_first_request(run, advanced):
+        if run.requests_done >= 1:
+            raise BackfillCancelled("the ticker is stopping")
+
+    boot = HistoricalBootstrapper(
+        source=kite_source(sim),
+        intervals=("day",),
+        days=DAYS,
+        now=NOW,
+        batch_size=1,
+        on_progress=stop_after_first_request,
+    )
+    with caplog.at_level(logging.INFO, logger="history.services.backfill"):
+        run = boot.run()
+    assert run.status == BackfillRun.Status.PARTIAL and run.requests_done == 1
+    assert "stopped early (the ticker is stopping)" in run.message and run.errors_count == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
+    assert bootstrapper(kite_source(sim), intervals=("day",)).run().requests_planned == 1  # only the rest
 
 
 def test_default_source_marks_the_account_auth_failed_when_kite_rejects_its_token(sim, subscribed, settings):

@@ -195,6 +195,38 @@ async def test_session_start_asks_for_a_backfill_once_per_account_per_day(monkey
         await close_db_connections()
 
 
+@pytest.mark.django_db
+def test_a_session_backfill_stopped_early_ends_partial_and_is_asked_for_again_on_the_next_start(monkeypatch):
+    import threading
+
+    from django.core.cache import cache
+
+    import history.services.backfill as backfill
+    from streaming.ticker_loop import _backfill_session
+
+    stop = threading.Event()
+    seen = []
+
+    class Run:
+        status = "partial"
+
+    def fake_backfill_run(*, instrument_ids, trigger, on_progress=None, **kwargs):
+        on_progress(Run(), 1)  # still running
+        stop.set()  # SIGTERM
+        with pytest.raises(backfill.BackfillCancelled) as raised:  # the service ends the run partial
+            on_progress(Run(), 1)
+        seen.append(str(raised.value))
+        return Run()
+
+    monkeypatch.setattr(backfill, "backfill_run", fake_backfill_run)
+    monkeypatch.setattr("streaming.ticker_loop.time.sleep", lambda s: None)
+    cache.clear()
+    day = dt.date(2026, 12, 1)
+    _backfill_session(7, day, [], stop)
+    assert seen == ["the ticker is stopping"]
+    assert cache.add(f"ticker:backfill:7:{day.isoformat()}", 1)  # not marked done: the next start asks again
+
+
 @pytest.mark.redis
 @pytest.mark.django_db(transaction=True)
 async def test_two_tickers_split_nothing_twice_and_take_over_on_stop(redis_client):
