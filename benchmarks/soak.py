@@ -3,7 +3,8 @@
 The [ticker] benchmark load, as separate processes like a deployment: `manage.py runsimulator`
 streaming the 9,004 instruments of `benchmarks.bench_ticker` (4 indices + 9,000 options) in full
 mode at 1 tick/s each, `manage.py runticker --mode live` (2 accounts x 3 connections), an ASGI web
-worker (uvicorn) and a Celery worker, on a PostgreSQL database created for the run (the server at
+worker (uvicorn) with signed-in websocket viewers on every chain (`benchmarks.soak_viewers`,
+`--viewers-per-chain`, default 1) and a Celery worker, on a PostgreSQL database created for the run (the server at
 SOAK_POSTGRES_ADMIN_URL, default postgres://postgres@127.0.0.1:5432/postgres) and a private
 redis-server. Process logs: test-artifacts/soak/.
 
@@ -71,7 +72,24 @@ def seed(accounts: int = ACCOUNTS) -> dict[str, Any]:
         for s in specs
     )
     Subscription.objects.bulk_create(Subscription(instrument=row, mode=Subscription.Mode.FULL) for row in rows)
-    return {"instruments": len(rows)}
+    chains = sorted({f"{s.underlying}/{s.expiry.isoformat()}" for s in specs if s.instrument_type in ("CE", "PE")})
+    return {"instruments": len(rows), "chains": chains, "session_key": _viewer_session()}
+
+
+def _viewer_session() -> str:
+    """A signed-in session for the soak's websocket viewers (a plain user: the chain page needs no more)."""
+    import secrets
+
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
+    from django.contrib.sessions.backends.db import SessionStore
+
+    user = get_user_model().objects.create_user("soak-viewer", password=secrets.token_urlsafe(24))
+    session = SessionStore()
+    session[SESSION_KEY] = str(user.pk)
+    session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+    session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+    session.create()
+    return session.session_key
 
 
 def _proc_stat(pid: int) -> tuple[float, float]:
@@ -107,7 +125,9 @@ def _count_errors(path: Path) -> int:
     return sum(1 for line in path.read_text(errors="replace").splitlines() if ERROR_LINE.search(line))
 
 
-def run(seconds: float, interval: float, *, with_web: bool = True, with_worker: bool = True) -> dict[str, Any]:
+def run(
+    seconds: float, interval: float, *, with_web: bool = True, with_worker: bool = True, viewers_per_chain: int = 1
+) -> dict[str, Any]:
     from tests.faults.stack import REPO, Stack, free_port, postgres_reachable, wait_until
 
     admin_url = os.environ.get("SOAK_POSTGRES_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
@@ -126,7 +146,8 @@ def run(seconds: float, interval: float, *, with_web: bool = True, with_worker: 
         seeded = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=stack.env(), capture_output=True, text=True)
         if seeded.returncode != 0:
             raise RuntimeError(f"seeding failed: {seeded.stderr[-1500:]}")
-        offered = json.loads(seeded.stdout.strip().splitlines()[-1])["instruments"]
+        seed_result = json.loads(seeded.stdout.strip().splitlines()[-1])
+        offered = seed_result["instruments"]
 
         sim_port = free_port()
         argv = [sys.executable, "manage.py", "runsimulator", "--port", str(sim_port), "--rate", "1"]
@@ -134,13 +155,24 @@ def run(seconds: float, interval: float, *, with_web: bool = True, with_worker: 
         wait_until(lambda: "Kite simulator on" in simulator.log(), timeout=120, what="runsimulator listening")
         stack.extra_env.update(KITE_WS_ROOT=f"ws://127.0.0.1:{sim_port}", KITE_API_ROOT=f"http://127.0.0.1:{sim_port}")
         stack.start_ticker("ticker", "--mode", "live", "--no-backfill")
+        viewers_summary: Path | None = None
         if with_web:
             web_port = free_port()
             argv = [sys.executable, "-m", "uvicorn", "tickerproject.asgi:application", "--port", str(web_port)]
-            stack.start("web", [*argv, "--log-level", "warning"])
+            # As deployed (docker-compose, Dockerfile): no per-client compression.
+            web = stack.start("web", [*argv, "--log-level", "warning", "--ws-per-message-deflate", "false"])
+            wait_until(lambda: "Uvicorn running" in web.log() or _port_open(web_port), timeout=60, what="uvicorn")
         if with_worker:
             stack.start_worker("worker")
         wait_until(lambda: (stack.ticker_status() or {}).get("ticks_applied", 0) > 0, timeout=120, what="ticks")
+        if with_web and viewers_per_chain > 0:
+            # Browsers on every chain: the web worker's hubs join the chain groups, so the ticker's
+            # group sends reach real members, as in a deployment with people watching.
+            viewers_summary = stack.dir / "viewers.json"
+            argv = [sys.executable, "-m", "benchmarks.soak_viewers", "--port", str(web_port)]
+            argv += ["--cookie", f"sessionid={seed_result['session_key']}", "--summary", str(viewers_summary)]
+            argv += ["--seconds", str(seconds + 60), "--per-chain", str(viewers_per_chain), *seed_result["chains"]]
+            stack.start("viewers", argv)
 
         started = time.monotonic()
         samples: list[dict[str, Any]] = []
@@ -174,7 +206,10 @@ def run(seconds: float, interval: float, *, with_web: bool = True, with_worker: 
             if elapsed >= seconds:
                 break
             time.sleep(max(min(interval, seconds - elapsed), 0.5))
-        return _summarise(samples, offered=offered, seconds=seconds, stack=stack)
+        result = _summarise(samples, offered=offered, seconds=seconds, stack=stack)
+        if viewers_summary is not None:
+            result["viewers"] = _summarise_viewers(viewers_summary)
+        return result
     finally:
         stack.close()
 
@@ -199,15 +234,53 @@ def _summarise(samples: list[dict[str, Any]], *, offered: int, seconds: float, s
     return {"mean_ticks_per_s": mean_rate, "rss_growth_mb_per_h": growth, "samples": len(samples)}
 
 
+def _port_open(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _summarise_viewers(path: Path) -> dict[str, Any]:
+    """The websocket viewers' own figures (benchmarks.soak_viewers), as the browsers saw the stream."""
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        emit("soak_viewers", 0, "clients", error=f"no summary: {exc}")
+        return {}
+    emit(
+        "soak_viewer_messages_per_chain",
+        found["messages_per_client_s"],
+        "messages/s",
+        target="<= 4 (CHAIN_PUBLISH_INTERVAL_MS = 250 ms)",
+        min_gap_ms=found["min_gap_ms"],
+        clients=found["clients"],
+        seconds=found["seconds"],
+    )
+    emit("soak_viewer_seq_gaps", found["seq_gaps"], "count", messages=found["messages"], resyncs=found["resyncs"])
+    emit("soak_viewer_disconnects", found["disconnects"], "count", connected_at_end=found["connected"])
+    return found
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=600.0, help="how long to measure (after start-up)")
     parser.add_argument("--interval", type=float, default=None, help="seconds between samples (default: run/20)")
     parser.add_argument("--no-web", action="store_true", help="without the uvicorn web worker")
     parser.add_argument("--no-worker", action="store_true", help="without the Celery worker")
+    parser.add_argument(
+        "--viewers-per-chain", type=int, default=1, help="websocket clients per chain on the web worker (0: none)"
+    )
     args = parser.parse_args(argv)
     interval = args.interval or min(max(args.seconds / 20, 2.0), 30.0)
-    run(args.seconds, interval, with_web=not args.no_web, with_worker=not args.no_worker)
+    run(
+        args.seconds,
+        interval,
+        with_web=not args.no_web,
+        with_worker=not args.no_worker,
+        viewers_per_chain=args.viewers_per_chain,
+    )
 
 
 if __name__ == "__main__":
