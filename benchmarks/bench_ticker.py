@@ -262,7 +262,7 @@ async def _run_once(
                 await hub.join(recorder)
                 hubs.append((hub, recorder))
         await asyncio.sleep(WARMUP_S)
-        loop.pending_latency.clear()
+        loop.pending_latency = []  # collect from here on
         ticks0, cpu0, wall0 = loop.state.ticks_applied, time.process_time(), time.monotonic()
         await asyncio.sleep(MEASURE_S)
         ticks1, cpu1, wall1 = loop.state.ticks_applied, time.process_time(), time.monotonic()

@@ -255,6 +255,8 @@ def _summarise_viewers(path: Path) -> dict[str, Any]:
         "messages/s",
         target="<= 4 (CHAIN_PUBLISH_INTERVAL_MS = 250 ms)",
         min_gap_ms=found["min_gap_ms"],
+        early_deltas=found["early_deltas"],
+        deltas_early_below_ms=0.8 * found["pace_ms"],
         clients=found["clients"],
         seconds=found["seconds"],
     )

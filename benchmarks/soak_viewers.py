@@ -31,6 +31,11 @@ class ViewerStats:
     seq_gaps: int = 0  # a delta that does not continue from the client's seq
     disconnects: int = 0
     min_gap_ms: float = math.inf  # between two consecutive deltas
+    # Deltas that arrived less than 80 % of the pace after the one before: the server pushes at most
+    # one per pace (CHAIN_PUBLISH_INTERVAL_MS), so these are delivery jitter (a late message followed by
+    # an on-time one); a hub that pushed too often would show many.
+    early_deltas: int = 0
+    pace_ms: float = 250.0
     started_at: float = 0.0
 
     def summary(self) -> dict[str, float | int | None]:
@@ -64,7 +69,9 @@ async def watch(url: str, headers: dict[str, str], stats: ViewerStats, deadline:
                             continue
                         now = time.monotonic()
                         if kind == "delta" and last_at is not None:
-                            stats.min_gap_ms = min(stats.min_gap_ms, (now - last_at) * 1000)
+                            gap_ms = (now - last_at) * 1000
+                            stats.min_gap_ms = min(stats.min_gap_ms, gap_ms)
+                            stats.early_deltas += gap_ms < 0.8 * stats.pace_ms
                         # The pace is between deltas: a resync's snapshot goes out right before the
                         # delta it caught up to (docs/websocket.md).
                         last_at = now if kind == "delta" else None
@@ -85,7 +92,7 @@ async def watch(url: str, headers: dict[str, str], stats: ViewerStats, deadline:
 
 async def run(args: argparse.Namespace) -> None:
     headers = {"Cookie": args.cookie, "Origin": f"http://127.0.0.1:{args.port}"}
-    stats = ViewerStats(started_at=time.monotonic())
+    stats = ViewerStats(started_at=time.monotonic(), pace_ms=args.pace_ms)
     deadline = time.monotonic() + args.seconds
     summary_path = Path(args.summary)
     tasks = []
@@ -115,6 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--summary", required=True, help="where to write the JSON summary")
     parser.add_argument("--seconds", type=float, required=True)
     parser.add_argument("--per-chain", type=int, default=1)
+    parser.add_argument("--pace-ms", type=float, default=250.0, help="the server's CHAIN_PUBLISH_INTERVAL_MS")
     parser.add_argument("chains", nargs="+", help="UNDERLYING/YYYY-MM-DD")
     asyncio.run(run(parser.parse_args(argv)))
 

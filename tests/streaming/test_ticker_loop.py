@@ -425,3 +425,13 @@ async def test_oi_change_counts_from_the_last_day_candle_before_the_session():
         stop.set()
         await asyncio.wait_for(task, timeout=6)
         await close_db_connections()
+
+
+def test_latencies_are_kept_only_when_asked_for_so_a_long_running_ticker_does_not_grow_a_list():
+    loop = TickerLoop(LoopConfig(mode="mock", backfill_on_start=False), channel_layer=InMemoryChannelLayer())
+    for _ in range(1000):
+        loop._observe_latency(time.time() - 0.02, time.time())
+    assert loop.pending_latency is None  # runticker: the /metrics/ histogram has them
+    loop.pending_latency = []  # a benchmark collecting from here on
+    loop._observe_latency(100.0, 100.05)
+    assert loop.pending_latency == [pytest.approx(0.05)]
