@@ -62,8 +62,8 @@ def encode_chain_message(message: dict[str, Any]) -> bytes:
 
 def chain_event_payload(event: dict[str, Any]) -> dict[str, Any]:
     """The chain payload of a `chain.update` event, whichever form it travelled in ("chain": the
-    payload itself, in process; "chain_json": its JSON, over Redis). Raises ValueError (a KeyError
-    or orjson.JSONDecodeError) for an event that carries neither."""
+    payload itself, in process; "chain_json": its JSON, over Redis). Raises ValueError (orjson's
+    JSONDecodeError is one) for an event that carries neither, or JSON that is not an object."""
     chain = event.get("chain")
     if chain is not None:
         return chain

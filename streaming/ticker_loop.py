@@ -751,10 +751,6 @@ def _mark_auth_failed(account_id: int, error: str) -> None:
         close_old_connections()
 
 
-class BackfillStopped(Exception):
-    """Raised inside the history service's progress callback to end a session backfill early."""
-
-
 async def _backfill_in_thread(
     account_id: int, day: dt.date, subscription_ids: list[int], stop: threading.Event
 ) -> None:
@@ -798,13 +794,14 @@ def _history_backfill_lock(stop: threading.Event, *, account_id: int) -> Iterato
     run finds that work covered and fetches only the rest. Yields the monotonic time by which the
     holder must be done (the lock expires after that)."""
     from history.locks import task_lock
+    from history.services.backfill import BackfillCancelled
     from history.tasks import BACKFILL_LOCK, BACKFILL_TIME_LIMIT
 
     timeout = BACKFILL_TIME_LIMIT + 60
     waiting = False
     while True:
         if stop.is_set():
-            raise BackfillStopped("the ticker is stopping")
+            raise BackfillCancelled("the ticker is stopping")
         with task_lock(BACKFILL_LOCK, timeout=timeout, wait=BACKFILL_LOCK_POLL_S) as acquired:
             if acquired:
                 yield time.monotonic() + timeout - BACKFILL_LOCK_MARGIN_S
