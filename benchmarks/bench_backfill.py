@@ -17,11 +17,9 @@ import datetime as dt
 import os
 import threading
 import time
-from zoneinfo import ZoneInfo
 
 from benchmarks.common import emit
-
-IST = ZoneInfo("Asia/Kolkata")
+from core.calendar import IST, SESSION_OPEN
 
 
 class _ChunkMarket:
@@ -31,7 +29,7 @@ class _ChunkMarket:
         pass
 
     def candles(self, token, interval, start, end):
-        base = dt.datetime.combine(start.astimezone(IST).date(), dt.time(9, 15), tzinfo=IST)
+        base = dt.datetime.combine(start.astimezone(IST).date(), SESSION_OPEN, tzinfo=IST)
         return [(base + dt.timedelta(minutes=i), 100.0, 101.0, 99.0, 100.5, 10, None) for i in range(375)]
 
 

@@ -292,7 +292,7 @@ def run_scenario(
     rng = random.Random(6)
     import redis
 
-    from streaming.chain_wire import encode_browser_message
+    from streaming.contract import encode_browser_message
     from streaming.snapshot_store import chain_key
 
     redis.Redis.from_url(redis_url).set(chain_key(UNDERLYING, EXPIRY), json.dumps(chain_payload(1, rng)))

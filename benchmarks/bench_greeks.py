@@ -17,7 +17,7 @@ from scipy.optimize import brentq
 from scipy.special import ndtr
 
 from benchmarks.common import emit
-from streaming.greeks import bsm_price, greeks, implied_volatility, implied_volatility_and_greeks
+from core.greeks import bsm_price, greeks, implied_volatility, implied_volatility_and_greeks
 
 N_OPTIONS = 10_000
 REPEATS = int(os.environ.get("BENCH_GREEKS_REPEATS", "60"))

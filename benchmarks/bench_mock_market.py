@@ -9,15 +9,14 @@ from __future__ import annotations
 import os
 import time
 from datetime import date, datetime, timedelta
-from zoneinfo import ZoneInfo
 
 import numpy as np
 
 from benchmarks.common import emit
+from core.calendar import IST
+from core.ticks import MODE_FULL
 from mocking.market import InstrumentSpec, MockMarket, SessionClock, mock_candles
-from streaming.ticks import MODE_FULL
 
-IST = ZoneInfo("Asia/Kolkata")
 STEPS = int(os.environ.get("BENCH_MOCK_STEPS", "40"))
 OPEN = datetime(2026, 11, 24, 9, 15, tzinfo=IST)
 

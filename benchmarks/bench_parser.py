@@ -16,7 +16,7 @@ FRAMES = 200
 
 
 def _frames(*, mixed: bool) -> list[bytes]:
-    from streaming.kite.packer import frame_from_packets
+    from core.kite.packer import frame_from_packets
 
     rng = random.Random(42)
     frames = []
@@ -52,7 +52,7 @@ def _best_rates(
 def main() -> None:
     from kiteconnect import KiteTicker
 
-    from streaming.kite import parse_binary, parse_columnar
+    from core.kite import parse_binary, parse_columnar
 
     kite = KiteTicker("bench", "bench")
     for label, mixed in (("full100", False), ("full100_with_indices", True)):

@@ -221,10 +221,10 @@ async def _run_once(
 ) -> dict[str, float]:
     from channels.layers import InMemoryChannelLayer
 
-    from streaming.chain_hub import ChainHub
-    from streaming.runtime import tune_gc_for_streaming
     from streaming.snapshot_store import chain_group
-    from streaming.ticker_loop import LoopConfig, TickerLoop
+    from streaming.ticker.loop import LoopConfig, TickerLoop
+    from streaming.ticker.runtime import tune_gc_for_streaming
+    from streaming.web.chain_hub import ChainHub
 
     specs = bench_instruments()
     plan = bench_plan(specs)
@@ -311,10 +311,10 @@ async def _max_ingest(*, seconds: float = 6.0, packets_per_frame: int = 250) -> 
     the flusher publishing chains at the default interval. Ticks/s here is where it falls behind."""
     from channels.layers import InMemoryChannelLayer
 
+    from core.kite.columnar import parse_batch
+    from core.kite.packer import pack_ticks
     from mocking.market import MockMarket
-    from streaming.kite.columnar import parse_batch
-    from streaming.kite.packer import pack_ticks
-    from streaming.ticker_loop import LoopConfig, TickerLoop
+    from streaming.ticker.loop import LoopConfig, TickerLoop
 
     specs = bench_instruments()
     plan = bench_plan(specs)
@@ -363,7 +363,7 @@ def web(url: str, interval_s: float, groups: list[str]) -> None:
     then print, as one JSON line, each hub's push times."""
     import json
 
-    from streaming.chain_hub import ChainHub
+    from streaming.web.chain_hub import ChainHub
 
     async def main() -> None:
         layer = _redis_layer(url)

@@ -117,7 +117,7 @@ def historical_rate_limiter(rate: float | None = None) -> RateLimiter:
 
     rate = (rate or settings.HISTORICAL_RATE_PER_SECOND) * SAFETY_FACTOR
     if settings.REDIS_URL:
-        from streaming.redis_client import sync_redis
+        from tickerproject.platform.redis_client import sync_redis
 
         return RedisRateLimiter(sync_redis(), rate, prefix="tp:ratelimit:historical:")
     with _local_lock:

@@ -11,8 +11,8 @@ from typing import Any
 from celery import shared_task
 from django.conf import settings
 
-from history.locks import task_lock
 from history.models import BackfillRun
+from tickerproject.platform.locks import task_lock
 
 logger = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ def get_chain_snapshot(underlying: str, expiry: str) -> dict[str, Any] | None:
     if key in _local:
         return _local[key]
     if settings.REDIS_URL:
-        from streaming.redis_client import sync_redis
+        from tickerproject.platform.redis_client import sync_redis
 
         raw = sync_redis().get(key)
         if raw:

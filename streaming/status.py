@@ -127,7 +127,7 @@ def ticker_status() -> dict[str, Any] | None:
 
     if settings.REDIS_URL:
         try:
-            from streaming.redis_client import sync_redis
+            from tickerproject.platform.redis_client import sync_redis
 
             raw = sync_redis().get(STATUS_KEY)
         except Exception as exc:

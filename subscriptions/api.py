@@ -16,7 +16,6 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from subscriptions import notifications
 from subscriptions.models import Instrument, Subscription, TradingAccount
 from subscriptions.serializers import (
     AccountStatusSerializer,
@@ -28,6 +27,7 @@ from subscriptions.serializers import (
 from subscriptions.services import chains as chain_services
 from subscriptions.services import subscriptions as subscription_services
 from tickerproject.api_common import IsStaffOrReadOnly, StandardPagination, service_errors
+from tickerproject.platform import reload_notifications as notifications
 
 logger = logging.getLogger(__name__)
 
@@ -210,6 +210,6 @@ class AccountViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         ).order_by("label")
 
     def get_serializer_context(self) -> dict[str, Any]:
-        from streaming.api import streaming_status_by_account
+        from streaming.web.api import streaming_status_by_account
 
         return {**super().get_serializer_context(), "streaming_status": streaming_status_by_account()}

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
-from zoneinfo import ZoneInfo
 
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from core.calendar import IST, expiry_datetime
 from subscriptions.fields import EncryptedTextField
-
-IST = ZoneInfo("Asia/Kolkata")
 
 MAX_CONNECTIONS_PER_ACCOUNT = 3
 MAX_INSTRUMENTS_PER_CONNECTION = 3000
@@ -68,7 +66,7 @@ class Instrument(models.Model):
         if self.expiry is None:
             return False
         now = now or timezone.now()
-        expires_at = dt.datetime.combine(self.expiry, dt.time(15, 30), tzinfo=IST)
+        expires_at = expiry_datetime(self.expiry)
         return now >= expires_at
 
 

@@ -9,7 +9,7 @@ from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from subscriptions.models import Subscription, TradingAccount
-from subscriptions.notifications import notify_subscriptions_changed
+from tickerproject.platform.reload_notifications import notify_subscriptions_changed
 
 
 @receiver(post_save, sender=Subscription)

@@ -9,7 +9,7 @@ from typing import Any
 from celery import shared_task
 from django.utils import timezone
 
-from history.locks import task_lock
+from tickerproject.platform.locks import task_lock
 
 logger = logging.getLogger(__name__)
 

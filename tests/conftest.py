@@ -51,7 +51,7 @@ def redis_client():
     """The configured Redis with its database emptied before and after the test."""
     if not settings.REDIS_URL:
         pytest.skip("needs Redis: REDIS_URL is not set")
-    from streaming.redis_client import sync_redis
+    from tickerproject.platform.redis_client import sync_redis
 
     client = sync_redis()
     client.flushdb()

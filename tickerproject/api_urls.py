@@ -7,7 +7,7 @@ from rest_framework.routers import DefaultRouter
 from rest_framework.throttling import ScopedRateThrottle
 
 from history.api import CandleViewSet
-from streaming.api import ChainListView, ChainSnapshotView, HealthView
+from streaming.web.api import ChainListView, ChainSnapshotView, HealthView
 from subscriptions.api import AccountViewSet, InstrumentViewSet, SubscriptionViewSet
 
 

@@ -55,6 +55,7 @@ INSTALLED_APPS = [
     "streaming",
     "history",
     "mocking",
+    "tickerproject",  # the composition root: runticker wires the ticker from every app
 ]
 
 MIDDLEWARE = [
@@ -255,7 +256,7 @@ TICKER_MODE = env.str("TICKER_MODE", default="auto")  # auto | live | mock
 CHAIN_GREEKS_INTERVAL_MS = env.int("CHAIN_GREEKS_INTERVAL_MS", default=200)
 # The ticker hands a chain's delta to the channel layer and Redis at most this often; each web process
 # pushes a chain to its websocket clients at most every CHAIN_PUBLISH_INTERVAL_MS, folding the deltas
-# in between (streaming/chain_conflation.py).
+# in between (streaming/web/chain_conflation.py).
 # Prometheus scrapes of /metrics/ need "Authorization: Bearer <METRICS_TOKEN>" when it is set.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 CHAIN_STREAM_INTERVAL_MS = env.int("CHAIN_STREAM_INTERVAL_MS", default=50)
@@ -283,8 +284,8 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {
-        "redact_secrets": {"()": "tickerproject.log_redaction.RedactSecretsFilter"},
-        "throttle_repeats": {"()": "tickerproject.log_throttle.ThrottleRepeatsFilter", "interval_s": 60.0},
+        "redact_secrets": {"()": "tickerproject.platform.log_redaction.RedactSecretsFilter"},
+        "throttle_repeats": {"()": "tickerproject.platform.log_throttle.ThrottleRepeatsFilter", "interval_s": 60.0},
     },
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact_secrets"]}},

@@ -27,7 +27,6 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-from zoneinfo import ZoneInfo
 
 import requests
 from celery.exceptions import SoftTimeLimitExceeded
@@ -37,6 +36,7 @@ from django.utils import timezone
 from kiteconnect import KiteConnect
 from kiteconnect import exceptions as kite_exceptions
 
+from core.calendar import IST, expiry_datetime
 from history.models import BackfillRun, CandleCoverage
 from history.rate_limit import RateLimiter, historical_rate_limiter
 from history.services.candles import CandleRow, candle_rows_from_kite, candle_rows_from_tuples, candles_upsert
@@ -45,7 +45,6 @@ from history.services.gaps import Gap, last_open_candle_start, merge_ranges, mis
 from subscriptions.models import Instrument, MarketHoliday, Subscription
 
 logger = logging.getLogger(__name__)
-IST = ZoneInfo("Asia/Kolkata")
 KITE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
@@ -226,7 +225,7 @@ class WorkItem:
 def expiry_close(instrument: Instrument) -> dt.datetime | None:
     if instrument.expiry is None:
         return None
-    return dt.datetime.combine(instrument.expiry, dt.time(15, 30), tzinfo=IST)
+    return expiry_datetime(instrument.expiry)
 
 
 def plan_work(

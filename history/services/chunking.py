@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 
-from streaming.kite.limits import MAX_DAYS_PER_REQUEST
+from core.kite.limits import MAX_DAYS_PER_REQUEST
 
 INTERVAL_SECONDS: dict[str, int] = {
     "minute": 60,

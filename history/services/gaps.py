@@ -11,13 +11,9 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
-from zoneinfo import ZoneInfo
 
+from core.calendar import IST, SESSION_CLOSE, SESSION_OPEN
 from history.services.chunking import INTERVAL_SECONDS
-
-IST = ZoneInfo("Asia/Kolkata")
-SESSION_OPEN = dt.time(9, 15)
-SESSION_CLOSE = dt.time(15, 30)
 
 Range = tuple[dt.datetime, dt.datetime]
 

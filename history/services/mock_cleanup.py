@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-from zoneinfo import ZoneInfo
 
 from django.db import transaction
 from django.utils import timezone
 
+from core.calendar import IST
 from history.models import Candle, CandleCoverage
-
-IST = ZoneInfo("Asia/Kolkata")
 
 
 def mock_history_drop_expired(*, now: dt.datetime | None = None) -> int:

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import logging
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 
+from core.calendar import IST
+
 logger = logging.getLogger(__name__)
-IST = ZoneInfo("Asia/Kolkata")
 
 
 def _enqueue(task: Any, args: tuple, kwargs: dict, *, key: str, what: str) -> bool:

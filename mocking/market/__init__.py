@@ -12,7 +12,8 @@ Public interface:
 Plain numpy/scipy; no Django imports.
 """
 
-from mocking.market.clock import SESSION_SECONDS, SessionClock, TradingCalendar
+from core.calendar import SESSION_SECONDS, TradingCalendar
+from mocking.market.clock import SessionClock
 from mocking.market.history import INTERVAL_MINUTES, mock_candles
 from mocking.market.market import MarketSnapshot, MockMarket, ticks_to_kite_dicts
 from mocking.market.spec import InstrumentSpec, UnderlyingProfile, underlying_key

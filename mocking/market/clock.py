@@ -1,4 +1,4 @@
-"""The market calendar and the session clock the mock market runs on.
+"""The session clock the mock market runs on (the calendar itself is `core.calendar`).
 
 During NSE market hours (09:15-15:30 IST, weekdays that are not holidays) the clock is the real IST
 time. Otherwise it plays a simulated session of the most recent trading day, starting at its open when
@@ -10,55 +10,9 @@ from __future__ import annotations
 
 import time as _time
 from collections.abc import Callable, Iterable
-from datetime import date, datetime, time, timedelta
-from zoneinfo import ZoneInfo
+from datetime import date, datetime, timedelta
 
-IST = ZoneInfo("Asia/Kolkata")
-SESSION_OPEN = time(9, 15)
-SESSION_CLOSE = time(15, 30)
-SESSION_SECONDS = 6 * 3600 + 15 * 60
-
-
-class TradingCalendar:
-    """Weekdays that are not exchange holidays."""
-
-    def __init__(self, holidays: Iterable[date] = ()) -> None:
-        self.holidays = frozenset(holidays)
-
-    def is_trading_day(self, day: date) -> bool:
-        return day.weekday() < 5 and day not in self.holidays
-
-    def session_open(self, day: date) -> datetime:
-        return datetime.combine(day, SESSION_OPEN, tzinfo=IST)
-
-    def session_close(self, day: date) -> datetime:
-        return datetime.combine(day, SESSION_CLOSE, tzinfo=IST)
-
-    def is_open(self, at: datetime) -> bool:
-        local = at.astimezone(IST)
-        return self.is_trading_day(local.date()) and SESSION_OPEN <= local.time() < SESSION_CLOSE
-
-    def previous_trading_day(self, day: date) -> date:
-        day -= timedelta(days=1)
-        while not self.is_trading_day(day):
-            day -= timedelta(days=1)
-        return day
-
-    def last_session_day(self, at: datetime) -> date:
-        """The trading day whose session is running or most recently ran at `at`."""
-        local = at.astimezone(IST)
-        day = local.date()
-        if self.is_trading_day(day) and local.time() >= SESSION_OPEN:
-            return day
-        return self.previous_trading_day(day)
-
-    def trading_days(self, start: date, end: date) -> list[date]:
-        days, day = [], start
-        while day <= end:
-            if self.is_trading_day(day):
-                days.append(day)
-            day += timedelta(days=1)
-        return days
+from core.calendar import IST, SESSION_SECONDS, TradingCalendar
 
 
 class SessionClock:

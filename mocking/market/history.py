@@ -19,7 +19,8 @@ from datetime import date, datetime, timedelta
 import numpy as np
 from scipy.signal import lfilter
 
-from mocking.market.clock import IST, SESSION_OPEN, TradingCalendar
+from core.calendar import IST, SESSION_OPEN, TradingCalendar
+from core.greeks import SECONDS_PER_YEAR, bsm_price, expiry_epoch_seconds
 from mocking.market.model import TRADING_DAYS_PER_YEAR, intraday_variance_weight, surface_vol
 from mocking.market.spec import (
     KIND_CE,
@@ -31,7 +32,6 @@ from mocking.market.spec import (
     plausible_profile,
     stable_hash,
 )
-from streaming.greeks import SECONDS_PER_YEAR, bsm_price, expiry_epoch_seconds
 
 INTERVAL_MINUTES = {
     "minute": 1,

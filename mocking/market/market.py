@@ -26,7 +26,10 @@ from types import MappingProxyType
 
 import numpy as np
 
-from mocking.market.clock import IST, SESSION_SECONDS, SessionClock, TradingCalendar
+from core.calendar import IST, SESSION_SECONDS, TradingCalendar
+from core.greeks import SECONDS_PER_YEAR, bsm_price, expiry_epoch_seconds
+from core.ticks import DEPTH_LEVELS, MODE_FULL, MODE_LTP, MODE_QUOTE, TickBatch, empty_ticks
+from mocking.market.clock import SessionClock
 from mocking.market.history import Candle, mock_candles, underlying_close
 from mocking.market.model import (
     TRADING_DAYS_PER_YEAR,
@@ -46,8 +49,6 @@ from mocking.market.spec import (
     plausible_profile,
     stable_hash,
 )
-from streaming.greeks import SECONDS_PER_YEAR, bsm_price, expiry_epoch_seconds
-from streaming.ticks import DEPTH_LEVELS, MODE_FULL, MODE_LTP, MODE_QUOTE, TickBatch, empty_ticks
 
 _QUOTE_FIELDS = (
     "last_traded_quantity",

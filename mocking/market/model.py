@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from mocking.market.clock import SESSION_SECONDS
+from core.calendar import SESSION_SECONDS
 from mocking.market.spec import UnderlyingProfile
 
 TRADING_DAYS_PER_YEAR = 252.0

@@ -32,12 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
-from zoneinfo import ZoneInfo
 
+from core.calendar import IST
+from core.kite.limits import INSTRUMENT_COLUMNS, MAX_DAYS_PER_REQUEST
 from mocking.simulator.state import SimAccount, SimulatorState
-from streaming.kite.limits import INSTRUMENT_COLUMNS, MAX_DAYS_PER_REQUEST
-
-IST = ZoneInfo("Asia/Kolkata")
 
 _FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "kite-fixtures"
 _HISTORICAL_PATH = re.compile(r"^/instruments/historical/(?P<token>[^/]+)/(?P<interval>[^/]+)/?$")

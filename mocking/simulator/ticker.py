@@ -40,9 +40,9 @@ from urllib.parse import parse_qs
 
 import numpy as np
 
+from core.kite.packer import frame_from_packets, pack_ticks
+from core.ticks import MODE_CODES
 from mocking.simulator.state import SimConnection, SimulatorState
-from streaming.kite.packer import frame_from_packets, pack_ticks
-from streaming.ticks import MODE_CODES
 
 log = logging.getLogger(__name__)
 

@@ -110,7 +110,7 @@ def chain_subscribe(*, underlying: str, expiry: dt.date, strikes_each_side: int,
             ) from exc
     if created:
         # bulk_create sends no post_save: tell the ticker once, after commit.
-        from subscriptions.notifications import notify_subscriptions_changed
+        from tickerproject.platform.reload_notifications import notify_subscriptions_changed
 
         transaction.on_commit(
             lambda: notify_subscriptions_changed(reason=f"chain {underlying} {expiry:%Y-%m-%d}: {len(created)} added")

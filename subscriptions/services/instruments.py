@@ -18,7 +18,7 @@ from pathlib import Path
 from django.db import transaction
 from django.utils import timezone
 
-from streaming.kite.limits import INSTRUMENT_COLUMNS
+from core.kite.limits import INSTRUMENT_COLUMNS
 from subscriptions.models import Instrument
 
 logger = logging.getLogger(__name__)

@@ -39,7 +39,7 @@ from subscriptions.assignment import (
     assign_instruments,
 )
 from subscriptions.models import IST, Instrument, MarketHoliday, Subscription, TradingAccount
-from subscriptions.notifications import notify_subscriptions_changed
+from tickerproject.platform.reload_notifications import notify_subscriptions_changed
 
 logger = logging.getLogger(__name__)
 

@@ -365,7 +365,7 @@ class Stack:
 
     # --- observation ----------------------------------------------------------------------------------
     def latest(self) -> dict[int, dict[str, Any]]:
-        from streaming.publishers import decode_latest  # the publisher's own record format
+        from streaming.ticker.publishers import decode_latest  # the publisher's own record format
 
         raw = self.redis.client().hgetall(LATEST_KEY)
         return {int(k): decode_latest(v) for k, v in raw.items()}

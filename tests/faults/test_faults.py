@@ -303,7 +303,7 @@ def test_sigterm_during_a_reload_stops_cleanly_and_a_new_ticker_resumes(make_sta
             [token],
         )
     before = stack.database_state()
-    from subscriptions.notifications import RELOAD_CHANNEL
+    from tickerproject.platform.reload_notifications import RELOAD_CHANNEL
 
     message = {"reason": "fault suite", "request_id": "f1", "at": time.time()}
     stack.redis.client().publish(RELOAD_CHANNEL, json.dumps(message))

@@ -4,7 +4,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
-from history.locks import task_lock
+from tickerproject.platform.locks import task_lock
 from history.models import BackfillRun, Candle
 from history.tasks import BACKFILL_LOCK
 from tests.subscriptions.factories import IndexFactory, SubscriptionFactory

@@ -6,7 +6,7 @@ import time
 import pytest
 from django.conf import settings
 
-from history.locks import lock_is_held, task_lock
+from tickerproject.platform.locks import lock_is_held, task_lock
 from history.models import BackfillRun, Candle
 from history.tasks import BACKFILL_LOCK, backfill
 from tests.subscriptions.factories import IndexFactory, SubscriptionFactory
@@ -17,7 +17,7 @@ def clean_locks():
     from django.core.cache import cache
 
     if settings.REDIS_URL:
-        from streaming.redis_client import sync_redis
+        from tickerproject.platform.redis_client import sync_redis
 
         for key in sync_redis().scan_iter("tp:lock:*"):
             sync_redis().delete(key)

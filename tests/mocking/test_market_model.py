@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from mocking.market.clock import SESSION_SECONDS
+from core.calendar import SESSION_SECONDS
 from mocking.market.model import TRADING_SECONDS_PER_YEAR, gbm_log_return, intraday_variance_weight, surface_vol
 from mocking.market.spec import KNOWN_UNDERLYINGS
 

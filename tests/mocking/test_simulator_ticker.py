@@ -13,7 +13,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from mocking.simulator.server import start_simulator
 from mocking.simulator.state import SimulatorState
 from mocking.simulator.ticker import HEARTBEAT
-from streaming.kite import MalformedCounter, parse_binary
+from core.kite import MalformedCounter, parse_binary
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from streaming import snapshot_store
-from streaming.consumers import CLOSE_LOGIN_REQUIRED
+from streaming.web.consumers import CLOSE_LOGIN_REQUIRED
 from subscriptions.models import Instrument, Subscription, TradingAccount
 from tests.api_helpers import *  # noqa: F403  (fixtures: anon_client, user_client, staff_client, ...)
 from tickerproject.asgi import application

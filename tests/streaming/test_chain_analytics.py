@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from streaming import greeks as pricing
-from streaming.chain_analytics import (
+from core import greeks as pricing
+from streaming.ticker.chain_analytics import (
     OIHistory,
     atm_strike,
     compute_chain_analytics,

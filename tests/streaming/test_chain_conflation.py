@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streaming.chain_conflation import Conflator, merge_deltas
+from streaming.web.chain_conflation import Conflator, merge_deltas
 
 
 def side(ltp: float, iv: float = 0.13) -> dict:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streaming.chain_feed import ChainFeed, Decision
+from streaming.web.chain_feed import ChainFeed, Decision
 
 
 def msg(seq: int, ts: float) -> dict:

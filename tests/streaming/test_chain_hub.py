@@ -6,8 +6,8 @@ import asyncio
 
 from channels.layers import InMemoryChannelLayer
 
-from streaming import chain_hub
-from streaming.chain_hub import chain_hub as hub_for
+from streaming.web import chain_hub
+from streaming.web.chain_hub import chain_hub as hub_for
 
 GROUP = "chain.NIFTY.2030-01-29"
 

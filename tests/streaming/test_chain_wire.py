@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from streaming.chain_wire import SIDE_FIELDS, compact_chain, encode_browser_message
+from streaming.contract import SIDE_FIELDS, compact_chain, encode_browser_message
 
 
 def side(ltp: float) -> dict:

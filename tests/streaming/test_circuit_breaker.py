@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from streaming.circuit_breaker import CircuitBreaker, CircuitOpenError
+from streaming.ticker.circuit_breaker import CircuitBreaker, CircuitOpenError
 
 
 class FakeClock:

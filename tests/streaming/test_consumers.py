@@ -19,7 +19,7 @@ from django.test import Client
 from django.urls import re_path
 
 from streaming import snapshot_store
-from streaming.consumers import CLOSE_LOGIN_REQUIRED, CLOSE_UNKNOWN_CHAIN, ChainConsumer
+from streaming.web.consumers import CLOSE_LOGIN_REQUIRED, CLOSE_UNKNOWN_CHAIN, ChainConsumer
 from subscriptions.models import Instrument
 from tickerproject.asgi import application
 
@@ -365,7 +365,7 @@ async def forget_group_members(group: str) -> None:
 
 
 async def test_a_page_left_open_past_the_group_expiry_keeps_receiving(session_cookie, monkeypatch):
-    from streaming import chain_hub
+    from streaming.web import chain_hub
 
     monkeypatch.setattr(chain_hub, "GROUP_REJOIN_S", 0.2)
     snapshot_store.put_local_chain_snapshot("NIFTY", EXPIRY, chain_payload(1))

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import norm
 
-from streaming.greeks import (
+from core.greeks import (
     bsm_price,
     greeks,
     implied_volatility,

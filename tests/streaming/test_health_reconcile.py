@@ -51,7 +51,7 @@ def test_an_unreadable_report_is_reported_not_raised(anon_client, monkeypatch):
     def broken() -> None:
         raise ConnectionError("cache unreachable")
 
-    monkeypatch.setattr("streaming.api.last_reconcile_report", broken)
+    monkeypatch.setattr("streaming.web.api.last_reconcile_report", broken)
 
     response = anon_client.get("/api/health/")
 

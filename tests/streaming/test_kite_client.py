@@ -14,8 +14,8 @@ from types import SimpleNamespace
 import pytest
 
 from mocking.simulator.ticker import MALFORMED_MARKER_TOKEN
-from streaming.kite.client import KiteTickerClient, SubscriptionLimitError
-from streaming.ticks import MODE_FULL, MODE_LTP, MODE_QUOTE, TickBatch
+from streaming.ticker.kite_client import KiteTickerClient, SubscriptionLimitError
+from core.ticks import MODE_FULL, MODE_LTP, MODE_QUOTE, TickBatch
 
 pytestmark = pytest.mark.integration
 
@@ -282,7 +282,7 @@ async def test_the_access_token_never_reaches_the_logs_even_at_debug(simulator):
     handler.setLevel(logging.DEBUG)
     # Handlers on the libraries' own loggers see records before anything the project configures on the
     # root (whose redacting filter would otherwise hide a leak from this test).
-    watched = [logging.getLogger("websockets"), logging.getLogger("streaming.kite")]
+    watched = [logging.getLogger("websockets"), logging.getLogger("core.kite")]
     levels = [logger.level for logger in watched]
     for logger in watched:
         logger.addHandler(handler)

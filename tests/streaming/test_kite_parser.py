@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kiteconnect import KiteTicker
 
-from streaming.kite import (
+from core.kite import (
     MalformedCounter,
     frame_from_packets,
     pack_tick_dicts,
@@ -25,8 +25,8 @@ from streaming.kite import (
     parse_columnar,
     parse_frame,
 )
-from streaming.kite.columnar import tick_dicts
-from streaming.ticks import MODE_FULL, MODE_LTP, MODE_QUOTE, TICK_DTYPE
+from core.kite.columnar import tick_dicts
+from core.ticks import MODE_FULL, MODE_LTP, MODE_QUOTE, TICK_DTYPE
 
 KITE = KiteTicker("api_key", "access_token")
 LENGTHS = (8, 28, 32, 44, 184)

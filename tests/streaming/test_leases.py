@@ -8,7 +8,7 @@ import pytest
 import redis.asyncio as aioredis
 from django.conf import settings
 
-from streaming.leases import KEY_PREFIX, LocalLeases, RedisLeases
+from streaming.ticker.leases import KEY_PREFIX, LocalLeases, RedisLeases
 
 
 class FakeClock:

@@ -13,9 +13,9 @@ import pytest
 import redis.asyncio as aioredis
 from channels.layers import InMemoryChannelLayer
 
-from streaming.circuit_breaker import CircuitBreaker
-from streaming.market_state import MarketState
-from streaming.publishers import (
+from streaming.ticker.circuit_breaker import CircuitBreaker
+from streaming.ticker.market_state import MarketState
+from streaming.ticker.publishers import (
     LATEST_KEY,
     ChannelPublisher,
     RedisPublisher,
@@ -29,7 +29,7 @@ from streaming.publishers import (
     latest_records,
 )
 from streaming.snapshot_store import chain_group, chain_key, get_chain_snapshot
-from streaming.ticks import MODE_FULL, TickBatch, empty_ticks
+from core.ticks import MODE_FULL, TickBatch, empty_ticks
 from tests.streaming.ticker_support import RedisServer
 
 
@@ -200,7 +200,7 @@ def test_latest_records_for_many_rows_is_vectorised_input():
 
 
 def test_snapshot_encoder_reencodes_only_the_changed_rows_of_a_sparse_change_and_stays_exact(monkeypatch):
-    from streaming import publishers
+    from streaming.ticker import publishers
 
     calls = []
     monkeypatch.setattr(publishers, "_dumps", lambda value: calls.append(value) or _dumps(value))

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from django.conf import settings as django_settings
 
-from streaming.reloader import SubscriptionReloader
-from subscriptions import notifications
+from streaming.ticker.reloader import SubscriptionReloader
+from tickerproject.platform import reload_notifications as notifications
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -209,7 +209,7 @@ async def test_notifications_from_another_process_reach_the_reloader_and_its_ack
 
     script = (
         "import django; django.setup();"
-        "from subscriptions.notifications import request_reload_and_wait;"
+        "from tickerproject.platform.reload_notifications import request_reload_and_wait;"
         "print('applied' if request_reload_and_wait(reason='edit in the web process', timeout=10) else 'timeout')"
     )
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tickerproject.settings", "REDIS_URL": django_settings.REDIS_URL}

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from django.core.management.base import CommandError
 
-from streaming.management.commands.runticker import parse_host_port
+from tickerproject.management.commands.runticker import parse_host_port
 from tests.streaming.ticker_support import free_port
 
 REPO = Path(__file__).resolve().parents[2]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 
-from streaming.runtime import GC_THRESHOLDS, tune_gc_for_streaming
+from streaming.ticker.runtime import GC_THRESHOLDS, tune_gc_for_streaming
 
 
 def test_gc_is_spaced_out_and_start_up_objects_are_frozen():

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from streaming.supervisor import TaskSupervisor
+from streaming.ticker.supervisor import TaskSupervisor
 
 
 class RecordingSleep:

@@ -11,7 +11,7 @@ from channels.layers import InMemoryChannelLayer
 
 from streaming.snapshot_store import chain_group, get_chain_snapshot
 from streaming.status import ticker_status
-from streaming.ticker_loop import LoopConfig, TickerLoop, account_mode, is_market_open
+from streaming.ticker.loop import LoopConfig, TickerLoop, account_mode, is_market_open
 from tests.streaming.ticker_support import close_db_connections, make_account, make_chain
 
 IST = dt.timezone(dt.timedelta(hours=5, minutes=30))
@@ -202,7 +202,7 @@ def test_a_session_backfill_stopped_early_ends_partial_and_is_asked_for_again_on
     from django.core.cache import cache
 
     import history.services.backfill as backfill
-    from streaming.ticker_loop import _backfill_session
+    from streaming.ticker.loop import _backfill_session
 
     stop = threading.Event()
     seen = []
@@ -219,7 +219,7 @@ def test_a_session_backfill_stopped_early_ends_partial_and_is_asked_for_again_on
         return Run()
 
     monkeypatch.setattr(backfill, "backfill_run", fake_backfill_run)
-    monkeypatch.setattr("streaming.ticker_loop.time.sleep", lambda s: None)
+    monkeypatch.setattr("streaming.ticker.loop.time.sleep", lambda s: None)
     cache.clear()
     day = dt.date(2026, 12, 1)
     _backfill_session(7, day, [], stop)
@@ -316,8 +316,8 @@ async def test_session_backfill_waits_for_a_running_celery_backfill_and_holds_it
     from django.core.cache import cache
 
     import history.services.backfill as backfill
-    import streaming.ticker_loop as ticker_loop
-    from history.locks import lock_is_held, task_lock
+    import streaming.ticker.loop as ticker_loop
+    from tickerproject.platform.locks import lock_is_held, task_lock
     from history.tasks import BACKFILL_LOCK
 
     calls = []
@@ -368,8 +368,8 @@ async def test_oi_change_counts_from_the_last_day_candle_before_the_session():
     from asgiref.sync import sync_to_async
 
     from history.models import Candle
-    from mocking.market.clock import TradingCalendar
-    from streaming.ticker_loop import session_day
+    from core.calendar import TradingCalendar
+    from streaming.ticker.loop import session_day
 
     day = session_day(dt.datetime.now(dt.UTC))
     previous = TradingCalendar().previous_trading_day(day)

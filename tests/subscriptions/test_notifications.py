@@ -8,8 +8,8 @@ import uuid
 
 import pytest
 
-from streaming.redis_client import sync_redis
-from subscriptions import notifications
+from tickerproject.platform.redis_client import sync_redis
+from tickerproject.platform import reload_notifications as notifications
 
 
 def _fresh_id() -> str:

@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from subscriptions import notifications
+from tickerproject.platform import reload_notifications as notifications
 from subscriptions.models import IST, Subscription, TradingAccount
 from subscriptions.services.reconcile import (
     deactivate_expired_subscriptions,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from tickerproject.log_redaction import RedactSecretsFilter, redact
+from tickerproject.platform.log_redaction import RedactSecretsFilter, redact
 
 
 def test_redact_masks_query_strings_json_and_headers():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from tickerproject.log_throttle import ThrottleRepeatsFilter
+from tickerproject.platform.log_throttle import ThrottleRepeatsFilter
 
 OVER = "%s of %s channels over capacity in group %s"
 

@@ -84,7 +84,7 @@ def test_redis_url_switches_cache_channel_layer_and_celery():
     # longer than the layer's 5 s blocking receive, or idle websockets are dropped (tests/scale/test_web_workers.py)
     assert all(host["socket_timeout"] > 5 for host in found["layer_hosts"])
     # A dead web process's memberships lapse in minutes, and a live hub re-joins well before its own do.
-    from streaming.chain_hub import GROUP_REJOIN_S
+    from streaming.web.chain_hub import GROUP_REJOIN_S
 
     assert 3 * GROUP_REJOIN_S <= found["group_expiry"] <= 900
     assert found["broker"] == url and found["eager"] is False and found["redis"] == url

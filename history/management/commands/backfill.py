@@ -7,11 +7,11 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
-from history.locks import task_lock
 from history.models import BackfillRun
 from history.services.backfill import HistoricalBootstrapper, MockCandleSource
 from history.services.chunking import MAX_DAYS_PER_REQUEST
 from history.tasks import BACKFILL_LOCK
+from tickerproject.platform.locks import task_lock
 
 
 class Command(BaseCommand):

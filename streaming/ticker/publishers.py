@@ -34,10 +34,10 @@ from typing import Any
 import numpy as np
 import orjson
 
-from streaming.circuit_breaker import CircuitBreaker, CircuitOpenError
-from streaming.market_state import MarketState
+from core.ticks import MODE_NAMES
 from streaming.snapshot_store import chain_group, chain_key, put_local_chain_snapshot
-from streaming.ticks import MODE_NAMES
+from streaming.ticker.circuit_breaker import CircuitBreaker, CircuitOpenError
+from streaming.ticker.market_state import MarketState
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ def decode_latest(value: bytes) -> dict[str, Any]:
 
 def read_latest(tokens: list[int]) -> dict[int, dict[str, Any]]:
     """Selector for other processes: the latest tick of each token the ticker published to Redis."""
-    from streaming.redis_client import sync_redis
+    from tickerproject.platform.redis_client import sync_redis
 
     if not tokens:
         return {}

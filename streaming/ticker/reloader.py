@@ -1,9 +1,9 @@
 """The subscription reloader: admin/API edits reach the running ticker loop without a restart.
 
 Sources of reload requests:
-- in-process notifications (`subscriptions.notifications.add_listener`; embedded mode and same-process
+- in-process notifications (`tickerproject.platform.reload_notifications.add_listener`; embedded mode and same-process
   edits), delivered from any thread;
-- Redis pub/sub on `subscriptions.notifications.RELOAD_CHANNEL` when settings.REDIS_URL is set (edits
+- Redis pub/sub on `tickerproject.platform.reload_notifications.RELOAD_CHANNEL` when settings.REDIS_URL is set (edits
   made by the web app or Celery in other processes);
 - a periodic check every `check_interval_s` (catches a notification lost with Redis down); when a
   `has_changed` coroutine is given, the periodic reload only runs when it says something changed.
@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from subscriptions import notifications
+from tickerproject.platform import reload_notifications as notifications
 
 logger = logging.getLogger(__name__)
 
@@ -242,7 +242,7 @@ class SubscriptionReloader:
 
     async def _listen_redis_forever(self) -> None:
         """Forward Redis reload notifications into the queue; reconnects with capped backoff."""
-        from streaming.redis_client import async_redis
+        from tickerproject.platform.redis_client import async_redis
 
         delay = 0.5
         connected_before = False

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from streaming.ticks import MODE_FULL, MODE_LTP, MODE_QUOTE, TICK_DTYPE, TickBatch, empty_ticks
+from core.ticks import MODE_FULL, MODE_LTP, MODE_QUOTE, TICK_DTYPE, TickBatch, empty_ticks
 
 _LTP_FIELDS = ("last_price",)
 _QUOTE_FIELDS = (

@@ -39,10 +39,10 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from streaming.kite.columnar import parse_batch
-from streaming.kite.parser import MalformedCounter
-from streaming.ticks import TickBatch
-from tickerproject.log_redaction import RedactSecretsFilter
+from core.kite.columnar import parse_batch
+from core.kite.parser import MalformedCounter
+from core.ticks import TickBatch
+from tickerproject.platform.log_redaction import RedactSecretsFilter
 
 log = logging.getLogger(__name__)
 # The websockets library logs the request line, query string and all, at DEBUG: give it a logger that

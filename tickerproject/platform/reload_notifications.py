@@ -40,7 +40,7 @@ def notify_subscriptions_changed(*, reason: str, request_id: str | None = None) 
             logger.exception("reload listener failed for %s", reason)
     if settings.REDIS_URL:
         try:
-            from streaming.redis_client import sync_redis
+            from tickerproject.platform.redis_client import sync_redis
 
             sync_redis().publish(RELOAD_CHANNEL, json.dumps(message))
         except Exception as exc:  # the periodic check still picks the change up
@@ -82,7 +82,7 @@ def mark_applied(request_ids: Iterable[str]) -> None:
         _applied_condition.notify_all()
     if settings.REDIS_URL:
         try:
-            from streaming.redis_client import sync_redis
+            from tickerproject.platform.redis_client import sync_redis
 
             client = sync_redis()
             pipe = client.pipeline(transaction=False)
@@ -105,7 +105,7 @@ def _applied_in_process(request_id: str, deadline: float) -> bool:
 
 
 def _applied_via_redis(request_id: str, deadline: float) -> bool:
-    from streaming.redis_client import sync_redis
+    from tickerproject.platform.redis_client import sync_redis
 
     client = sync_redis()
     pubsub = client.pubsub(ignore_subscribe_messages=True)

@@ -1,13 +1,13 @@
 """Kite Connect's ticker protocol: the exact parser (`parse_binary`, kiteconnect-compatible dicts), the
 columnar numpy fast path (`parse_batch` → TickBatch), the frame packer, and the asyncio client.
 
-Import the client from `streaming.kite.client` (it pulls in `websockets`); this package's top level is
+Import the client from `streaming.ticker.kite_client` (it pulls in `websockets`); this package's top level is
 plain numpy/stdlib.
 """
 
-from streaming.kite.columnar import parse_batch, parse_columnar, parse_frame
-from streaming.kite.packer import frame_from_packets, pack_tick_dicts, pack_ticks
-from streaming.kite.parser import MALFORMED_KINDS, MalformedCounter, parse_binary
+from core.kite.columnar import parse_batch, parse_columnar, parse_frame
+from core.kite.packer import frame_from_packets, pack_tick_dicts, pack_ticks
+from core.kite.parser import MALFORMED_KINDS, MalformedCounter, parse_binary
 
 __all__ = [
     "MALFORMED_KINDS",

@@ -1,4 +1,4 @@
-"""The columnar fast path: binary ticker frame → `streaming.ticks` TICK_DTYPE array, with numpy.
+"""The columnar fast path: binary ticker frame → `core.ticks` TICK_DTYPE array, with numpy.
 
 What the ticker loop uses. Packets are grouped by length; each group becomes one big-endian uint32
 matrix (zero-copy strided view of the frame when every packet has the same length, which is the usual
@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from streaming.kite.parser import KNOWN_LENGTHS, MalformedCounter, split_packets, timestamp_or_none
-from streaming.ticks import (
+from core.kite.parser import KNOWN_LENGTHS, MalformedCounter, split_packets, timestamp_or_none
+from core.ticks import (
     DEPTH_LEVELS,
     MODE_FULL,
     MODE_LTP,

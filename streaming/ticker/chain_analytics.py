@@ -1,6 +1,6 @@
 """Option-chain analytics on whole arrays: forward, ATM, IV and Greeks, PCR, max pain, OI change.
 
-Pure numpy on top of `streaming.greeks` (no Django). A chain is one (underlying, expiry): a sorted
+Pure numpy on top of `core.greeks` (no Django). A chain is one (underlying, expiry): a sorted
 array of strikes with a call and a put per strike (either side may be missing: its values are NaN).
 Everything here takes and returns arrays so one call prices the whole chain at once.
 
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from streaming import greeks as pricing
+from core import greeks as pricing
 
 PARITY_STRIKES = 3
 GREEK_NAMES = ("iv", "delta", "gamma", "theta", "vega", "rho")

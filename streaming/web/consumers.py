@@ -26,12 +26,12 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from streaming.chain_conflation import first_seq
-from streaming.chain_feed import ChainFeed, Decision
-from streaming.chain_hub import chain_hub
-from streaming.chain_wire import encode_browser_message
-from streaming.publishers import chain_event_payload
+from streaming.contract import encode_browser_message
 from streaming.snapshot_store import aget_chain_snapshot, chain_group
+from streaming.ticker.publishers import chain_event_payload
+from streaming.web.chain_conflation import first_seq
+from streaming.web.chain_feed import ChainFeed, Decision
+from streaming.web.chain_hub import chain_hub
 
 logger = logging.getLogger(__name__)
 

@@ -14,15 +14,14 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
-from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from streaming import greeks as pricing
-from streaming.chain_analytics import ChainAnalytics, OIHistory, atm_strike, compute_chain_analytics, quote_mid
-from streaming.market_state import MarketState
+from core import greeks as pricing
+from core.calendar import expiry_datetime
+from streaming.ticker.chain_analytics import ChainAnalytics, OIHistory, atm_strike, compute_chain_analytics, quote_mid
+from streaming.ticker.market_state import MarketState
 
-IST = ZoneInfo("Asia/Kolkata")
 SIDE_KEYS = ("CE", "PE")
 # A side whose own data did not tick is re-sent when a Greek moved more than this (absolute, or 2%).
 GREEK_TOLERANCE = {"iv": 5e-4, "delta": 5e-3, "gamma": 1e-5, "theta": 0.05, "vega": 0.05}
@@ -62,7 +61,7 @@ class ChainSpec:
 
     @property
     def expires_at(self) -> dt.datetime:
-        return dt.datetime.combine(self.expiry, dt.time(15, 30), tzinfo=IST)
+        return expiry_datetime(self.expiry)
 
 
 def build_chain_registry(instruments: Iterable[InstrumentLike]) -> dict[tuple[str, str], ChainSpec]:
@@ -459,7 +458,7 @@ class ChainBook:
 
 
 # The numeric fields of a side object, in order (SIDE_OBJECT_FIELDS is the whole object, and the
-# browser's positional order, streaming/chain_wire.py); rows [lo, hi) of the matrix in _side_dicts are
+# browser's positional order, streaming/contract.py); rows [lo, hi) of the matrix in _side_dicts are
 # rounded to `digits`, and _SIDE_INTS are integers (truncated toward zero, as int() does).
 _SIDE_FIELDS = (
     "ltp", "change", "oi", "oi_change", "oi_change_recent", "volume",

@@ -2,7 +2,7 @@
 
 from django.urls import re_path
 
-from streaming.consumers import ChainConsumer
+from streaming.web.consumers import ChainConsumer
 
 # Both parts are validated by the consumer, so a wrong one gets a close code and a reason.
 websocket_urlpatterns = [

@@ -17,8 +17,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from streaming.runtime import tune_gc_for_streaming
-from streaming.ticker_loop import MODES, LoopConfig, TickerLoop
+from streaming.ticker.runtime import tune_gc_for_streaming
+from streaming.ticker.loop import MODES, LoopConfig, TickerLoop
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class Command(BaseCommand):
             started.cancel()
             ticker_task.result()  # raises the start-up error
             return
-        tune_gc_for_streaming()  # once start-up's objects exist (see streaming/runtime.py)
+        tune_gc_for_streaming()  # once start-up's objects exist (see streaming/ticker/runtime.py)
         self.stdout.write(f"runticker ({config.mode}): {ticker.describe()}")
         if serve is not None:
             self.stdout.write(f"serving http://{serve[0]}:{serve[1]}/ in this process")

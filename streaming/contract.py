@@ -13,7 +13,7 @@ import json
 import math
 from typing import Any
 
-from streaming.chains import SIDE_OBJECT_FIELDS
+from streaming.ticker.chains import SIDE_OBJECT_FIELDS
 
 SIDE_FIELDS = SIDE_OBJECT_FIELDS  # one list: the side object ChainBook builds, in this order
 

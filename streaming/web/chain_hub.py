@@ -7,7 +7,7 @@ update once and hands the same message to every local consumer's bounded send qu
 
 The hub is also where a chain's updates are paced for people: the ticker sends a delta as soon as it
 has one (CHAIN_STREAM_INTERVAL_MS), and the hub pushes at most one message per CHAIN_PUBLISH_INTERVAL_MS
-to its clients, folding the deltas in between into one (`streaming.chain_conflation`). A delta after a
+to its clients, folding the deltas in between into one (`streaming.web.chain_conflation`). A delta after a
 quiet spell goes out at once; the folded one goes out when the interval since the last push is over.
 
 Hubs live per event loop (tests run one loop each) and per chain group; the first consumer of a chain
@@ -23,8 +23,8 @@ import time
 import weakref
 from typing import Any, Protocol
 
-from streaming.chain_conflation import Conflator
-from streaming.publishers import chain_event_payload
+from streaming.ticker.publishers import chain_event_payload
+from streaming.web.chain_conflation import Conflator
 
 logger = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ def task_lock(name: str, *, timeout: float, wait: float = 0.0) -> Iterator[bool]
     """Hold the lock `name` for at most `timeout` seconds; yields whether it was acquired (waiting up
     to `wait` seconds for it). The body runs either way: check the flag."""
     if settings.REDIS_URL:
-        from streaming.redis_client import sync_redis
+        from tickerproject.platform.redis_client import sync_redis
 
         lock = sync_redis().lock(LOCK_PREFIX + name, timeout=timeout, blocking=wait > 0, blocking_timeout=wait or None)
         acquired = bool(lock.acquire())
@@ -53,7 +53,7 @@ def task_lock(name: str, *, timeout: float, wait: float = 0.0) -> Iterator[bool]
 
 def lock_is_held(name: str) -> bool:
     if settings.REDIS_URL:
-        from streaming.redis_client import sync_redis
+        from tickerproject.platform.redis_client import sync_redis
 
         return bool(sync_redis().exists(LOCK_PREFIX + name))
     return cache.get(LOCK_PREFIX + name) is not None

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from streaming.ticks import DEPTH_LEVELS, MODE_CODES, MODE_FULL, MODE_LTP, MODE_QUOTE, empty_ticks
+from core.ticks import DEPTH_LEVELS, MODE_CODES, MODE_FULL, MODE_LTP, MODE_QUOTE, empty_ticks
 
 SEGMENT_CDS = 3
 SEGMENT_BCD = 6

@@ -17,9 +17,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from streaming.serializers import ChainListItemSerializer, ChainSnapshotSerializer, HealthSerializer
 from streaming.snapshot_store import get_chain_snapshot
 from streaming.status import ticker_status
+from streaming.web.serializers import ChainListItemSerializer, ChainSnapshotSerializer, HealthSerializer
 from subscriptions import selectors
 from subscriptions.services.reconcile import last_reconcile_report
 
@@ -118,7 +118,7 @@ def health_checks() -> dict[str, dict[str, Any]]:
         checks["database"] = _check(False, type(exc).__name__)
     if settings.REDIS_URL:
         try:
-            from streaming.redis_client import sync_redis
+            from tickerproject.platform.redis_client import sync_redis
 
             sync_redis().ping()
             checks["redis"] = _check(True, "ping ok")

@@ -32,14 +32,14 @@ from __future__ import annotations
 import functools
 import math
 from datetime import UTC, date, datetime, time, timedelta
-from zoneinfo import ZoneInfo
 
 import numpy as np
 from numpy.typing import ArrayLike
 from scipy.special import ndtr, ndtri
 
-IST = ZoneInfo("Asia/Kolkata")
-EXPIRY_TIME_IST = time(15, 30)
+from core.calendar import EXPIRY_TIME as EXPIRY_TIME_IST
+from core.calendar import IST, expiry_datetime
+
 SECONDS_PER_YEAR = 365.0 * 86400.0
 # 15:30 IST is 10:00 UTC (IST has no daylight saving).
 _EXPIRY_OFFSET_S = 10 * 3600
@@ -378,11 +378,6 @@ def implied_volatility_and_greeks(
     out = _greeks_core(spot, strike, tt, rate, div_yield, iv, sign, disc_spot, disc_strike, x)
     out["iv"] = iv
     return {k: _result(v).reshape(shape) for k, v in out.items()}
-
-
-def expiry_datetime(expiry: date) -> datetime:
-    """The moment a contract expiring on `expiry` expires: 15:30 IST that day (aware)."""
-    return datetime.combine(expiry, EXPIRY_TIME_IST, tzinfo=IST)
 
 
 def time_to_expiry_years(expiry: date | ArrayLike, now: datetime) -> float | np.ndarray:

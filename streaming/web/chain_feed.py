@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from streaming.chain_conflation import first_seq
+from streaming.web.chain_conflation import first_seq
 
 
 class Decision(Enum):

@@ -3,7 +3,7 @@
 One source per (account, connection). Two kinds behind one interface, so mock data takes the same
 path through the loop as live data:
 
-- `KiteConnectionSource`: one Kite ticker WebSocket (`streaming.kite.client.KiteTickerClient`), for a
+- `KiteConnectionSource`: one Kite ticker WebSocket (`streaming.ticker.kite_client.KiteTickerClient`), for a
   live account (or the simulator, which speaks the same protocol);
 - `MockConnectionSource`: the in-process mock market (`mocking.market.MockMarket`), stepped every
   `interval_s` for the tokens this connection carries, flagged `is_mock` all the way to the browser.
@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from streaming.ticks import MODE_CODES, TickBatch
+from core.ticks import MODE_CODES, TickBatch
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class KiteConnectionSource:
         client_factory: Callable[..., Any] | None = None,
         **client_options: Any,
     ) -> None:
-        from streaming.kite.client import KiteTickerClient
+        from streaming.ticker.kite_client import KiteTickerClient
 
         self.account_id = account_id
         self.connection_index = connection_index

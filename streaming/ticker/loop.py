@@ -3,7 +3,7 @@
 One asyncio loop does it all (`TickerLoop.run(stop_event)`):
 
 - the plan (`subscriptions.services.reconcile.load_plan`) says which token streams on which account
-  and connection in which mode; each (account, connection) gets a tick source (`streaming.sources`):
+  and connection in which mode; each (account, connection) gets a tick source (`streaming.ticker.sources`):
   a Kite WebSocket for an account in live mode, the in-process mock market otherwise. Mode per
   account: `auto` is live for a non-mock account with a valid token during NSE hours (09:15-15:30
   IST, Monday-Friday, not a MarketHoliday), mock otherwise; `live`/`mock` force it (mock accounts
@@ -15,7 +15,7 @@ One asyncio loop does it all (`TickerLoop.run(stop_event)`):
   sent at once when the chain was quiet for longer than that), hands it to the channel layer (each
   web process paces it for browsers, at most every CHAIN_PUBLISH_INTERVAL_MS), and
   offers it with the latest ticks to the Redis writer (behind the circuit breaker);
-- reloads (`streaming.reloader`: notifications after commit, a periodic check) reconcile, reload
+- reloads (`streaming.ticker.reloader`: notifications after commit, a periodic check) reconcile, reload
   the plan and send only the difference on the wire; a token rejected by Kite marks the account
   `auth_failed` in the database (in a worker thread, off the hot path) and asks for a reload, which
   moves its instruments to healthy accounts;
@@ -38,24 +38,21 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from streaming.chains import ChainBook, ChainSpec, build_chain_registry
-from streaming.leases import LocalLeases, RedisLeases
-from streaming.market_state import MarketState
-from streaming.publishers import ChannelPublisher, RedisPublisher, encode_chain_message, latest_records
-from streaming.sources import KiteConnectionSource, MockConnectionSource
+from core.calendar import IST, TradingCalendar
+from core.ticks import TickBatch
 from streaming.status import StatusBoard, publish_local, publish_redis
-from streaming.supervisor import TaskSupervisor
-from streaming.ticks import TickBatch
+from streaming.ticker.chains import ChainBook, ChainSpec, build_chain_registry
+from streaming.ticker.leases import LocalLeases, RedisLeases
+from streaming.ticker.market_state import MarketState
+from streaming.ticker.publishers import ChannelPublisher, RedisPublisher, encode_chain_message, latest_records
+from streaming.ticker.sources import KiteConnectionSource, MockConnectionSource
+from streaming.ticker.supervisor import TaskSupervisor
 
 log = logging.getLogger(__name__)
 
-IST = ZoneInfo("Asia/Kolkata")
-MARKET_OPEN = dt.time(9, 15)
-MARKET_CLOSE = dt.time(15, 30)
 MODES = ("auto", "live", "mock")
 # A lease lives 10 s in Redis; its holder stops streaming 2 s before that (checked every second), so
 # a ticker that lost Redis has stopped before another one can take the account over.
@@ -66,17 +63,12 @@ LEASE_CHECK_S = 1.0
 
 def is_market_open(now: dt.datetime, holidays: Iterable[dt.date] = ()) -> bool:
     """NSE derivatives hours: 09:15-15:30 IST, Monday to Friday, not on an exchange holiday."""
-    local = now.astimezone(IST)
-    if local.weekday() >= 5 or local.date() in set(holidays):
-        return False
-    return MARKET_OPEN <= local.time() < MARKET_CLOSE
+    return TradingCalendar(holidays).is_open(now)
 
 
 def session_day(now: dt.datetime, holidays: Iterable[dt.date] = ()) -> dt.date:
     """The trading day whose session is running or last ran at `now` (IST): the one the mock market
     plays at night, and whose previous close OI change is counted against."""
-    from mocking.market.clock import TradingCalendar
-
     return TradingCalendar(holidays).last_session_day(now)
 
 
@@ -143,7 +135,7 @@ class TickerLoop:
         use_redis: bool | None = None,
         now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
         plan_loader: Callable[[str], tuple[Any, set[dt.date]]] | None = None,
-        leases: Any = None,  # streaming.leases.Leases; default: Redis leases when REDIS_URL, else local
+        leases: Any = None,  # streaming.ticker.leases.Leases; default: Redis leases when REDIS_URL, else local
         ticker_id: str | None = None,  # the lease owner; default "host:pid"
         prev_close_loader: Callable[[list[int], dt.date], dict[int, float]] | None = None,
     ) -> None:
@@ -174,7 +166,7 @@ class TickerLoop:
         self.channel = ChannelPublisher(channel_layer)
         use_redis = bool(settings.REDIS_URL) if use_redis is None else use_redis
         if use_redis and redis is None:
-            from streaming.redis_client import async_redis
+            from tickerproject.platform.redis_client import async_redis
 
             redis = async_redis()
         self.redis = redis if use_redis else None
@@ -187,7 +179,7 @@ class TickerLoop:
             # Several tickers on one Redis split the accounts through leases; one process alone
             # (embedded) holds them all.
             if settings.REDIS_URL:
-                from streaming.redis_client import async_redis
+                from tickerproject.platform.redis_client import async_redis
 
                 leases = RedisLeases(
                     async_redis(), owner=self.ticker_id, ttl_ms=LEASE_TTL_MS, safety_ms=LEASE_SAFETY_MS
@@ -216,7 +208,7 @@ class TickerLoop:
     # --- lifecycle ------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set; then stop every task within the configured deadline."""
-        from streaming.reloader import SubscriptionReloader
+        from streaming.ticker.reloader import SubscriptionReloader
 
         await self.perform_reload([])
         self._reloader = SubscriptionReloader(self.perform_reload, check_interval_s=self.config.reload_check_interval_s)
@@ -277,7 +269,7 @@ class TickerLoop:
     # --- the hot path ---------------------------------------------------------------------------
     def _on_ticks(self, batch: TickBatch, account_id: int, connection_index: int) -> None:
         if batch.malformed:
-            from streaming.metrics import MALFORMED_TOTAL
+            from streaming.web.metrics import MALFORMED_TOTAL
 
             MALFORMED_TOTAL.inc(batch.malformed)
         if not len(batch):
@@ -362,7 +354,7 @@ class TickerLoop:
         return float(self.state.updated_at[rows[pending]].min())
 
     def _observe_latency(self, oldest: float | None, sent_at: float) -> None:
-        from streaming.metrics import CHAIN_MESSAGES_TOTAL, TICK_TO_CHANNEL_SECONDS
+        from streaming.web.metrics import CHAIN_MESSAGES_TOTAL, TICK_TO_CHANNEL_SECONDS
 
         CHAIN_MESSAGES_TOTAL.inc()
         if oldest:
@@ -380,7 +372,7 @@ class TickerLoop:
 
     # --- status ---------------------------------------------------------------------------------
     def status_document(self) -> dict[str, Any]:
-        from streaming.metrics import TICKS_TOTAL
+        from streaming.web.metrics import TICKS_TOTAL
 
         sources = {key: source.status() for key, source in self.sources.items()}
         self.board.extra = {
@@ -402,7 +394,7 @@ class TickerLoop:
         return self.board.as_dict(sources=sources)
 
     async def _status_forever(self) -> None:
-        from streaming.metrics import TICKS_TOTAL
+        from streaming.web.metrics import TICKS_TOTAL
 
         reported = 0
         while True:
@@ -793,9 +785,9 @@ def _history_backfill_lock(stop: threading.Event, *, account_id: int) -> Iterato
     and `backfill_subscription` included), waiting while another one runs: when it is released this
     run finds that work covered and fetches only the rest. Yields the monotonic time by which the
     holder must be done (the lock expires after that)."""
-    from history.locks import task_lock
     from history.services.backfill import BackfillCancelled
     from history.tasks import BACKFILL_LOCK, BACKFILL_TIME_LIMIT
+    from tickerproject.platform.locks import task_lock
 
     timeout = BACKFILL_TIME_LIMIT + 60
     waiting = False

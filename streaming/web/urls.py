@@ -4,7 +4,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 from django.views.generic import RedirectView
 
-from streaming import views
+from streaming.web import views
 
 app_name = "streaming"
 
