@@ -4,10 +4,10 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
-from tickerproject.platform.locks import task_lock
 from history.models import BackfillRun, Candle
 from history.tasks import BACKFILL_LOCK
 from tests.subscriptions.factories import IndexFactory, SubscriptionFactory
+from tickerproject.platform.locks import task_lock
 
 pytestmark = pytest.mark.django_db
 

@@ -6,10 +6,10 @@ import time
 import pytest
 from django.conf import settings
 
-from tickerproject.platform.locks import lock_is_held, task_lock
 from history.models import BackfillRun, Candle
 from history.tasks import BACKFILL_LOCK, backfill
 from tests.subscriptions.factories import IndexFactory, SubscriptionFactory
+from tickerproject.platform.locks import lock_is_held, task_lock
 
 
 @pytest.fixture

@@ -13,10 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mocking.market import InstrumentSpec, MockMarket, SessionClock
-from mocking.market.spec import KNOWN_UNDERLYINGS
 from core.greeks import bsm_price, expiry_epoch_seconds
 from core.ticks import MODE_FULL, MODE_LTP, MODE_QUOTE, TICK_DTYPE, TickBatch
+from mocking.market import InstrumentSpec, MockMarket, SessionClock
+from mocking.market.spec import KNOWN_UNDERLYINGS
 
 IST = ZoneInfo("Asia/Kolkata")
 EXPIRY = date(2026, 12, 1)  # a Tuesday

@@ -10,10 +10,10 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from core.kite import MalformedCounter, parse_binary
 from mocking.simulator.server import start_simulator
 from mocking.simulator.state import SimulatorState
 from mocking.simulator.ticker import HEARTBEAT
-from core.kite import MalformedCounter, parse_binary
 
 pytestmark = pytest.mark.integration
 

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from core import greeks as pricing
+from core.ticks import MODE_FULL, MODE_LTP, TickBatch, empty_ticks
 from streaming.ticker.chains import ChainBook, build_chain_registry
 from streaming.ticker.market_state import MarketState
-from core.ticks import MODE_FULL, MODE_LTP, TickBatch, empty_ticks
 
 EXPIRY = dt.date(2026, 12, 1)
 NOW = dt.datetime(2026, 11, 24, 6, 0, tzinfo=dt.UTC).timestamp()

@@ -13,9 +13,9 @@ from types import SimpleNamespace
 
 import pytest
 
+from core.ticks import MODE_FULL, MODE_LTP, MODE_QUOTE, TickBatch
 from mocking.simulator.ticker import MALFORMED_MARKER_TOKEN
 from streaming.ticker.kite_client import KiteTickerClient, SubscriptionLimitError
-from core.ticks import MODE_FULL, MODE_LTP, MODE_QUOTE, TickBatch
 
 pytestmark = pytest.mark.integration
 

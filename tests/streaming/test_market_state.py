@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from streaming.ticker.market_state import MarketState
 from core.ticks import MODE_FULL, MODE_LTP, MODE_QUOTE, TickBatch, empty_ticks
+from streaming.ticker.market_state import MarketState
 
 
 def _batch(tokens, prices, *, mode=MODE_FULL, received_at=100.0, oi=None, is_mock=False) -> TickBatch:

@@ -13,6 +13,8 @@ import pytest
 import redis.asyncio as aioredis
 from channels.layers import InMemoryChannelLayer
 
+from core.ticks import MODE_FULL, TickBatch, empty_ticks
+from streaming.snapshot_store import chain_group, chain_key, get_chain_snapshot
 from streaming.ticker.circuit_breaker import CircuitBreaker
 from streaming.ticker.market_state import MarketState
 from streaming.ticker.publishers import (
@@ -28,8 +30,6 @@ from streaming.ticker.publishers import (
     encode_chain_message,
     latest_records,
 )
-from streaming.snapshot_store import chain_group, chain_key, get_chain_snapshot
-from core.ticks import MODE_FULL, TickBatch, empty_ticks
 from tests.streaming.ticker_support import RedisServer
 
 

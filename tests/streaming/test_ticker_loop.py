@@ -317,8 +317,8 @@ async def test_session_backfill_waits_for_a_running_celery_backfill_and_holds_it
 
     import history.services.backfill as backfill
     import streaming.ticker.loop as ticker_loop
-    from tickerproject.platform.locks import lock_is_held, task_lock
     from history.tasks import BACKFILL_LOCK
+    from tickerproject.platform.locks import lock_is_held, task_lock
 
     calls = []
 
@@ -367,8 +367,8 @@ async def test_oi_change_counts_from_the_last_day_candle_before_the_session():
     without one counts from the first OI seen, so its first OI change is 0."""
     from asgiref.sync import sync_to_async
 
-    from history.models import Candle
     from core.calendar import TradingCalendar
+    from history.models import Candle
     from streaming.ticker.loop import session_day
 
     day = session_day(dt.datetime.now(dt.UTC))

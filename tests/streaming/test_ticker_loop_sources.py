@@ -6,8 +6,8 @@ import asyncio
 
 import numpy as np
 
-from streaming.ticker.sources import KiteConnectionSource, MockConnectionSource
 from core.ticks import MODE_FULL, MODE_LTP, TickBatch, empty_ticks
+from streaming.ticker.sources import KiteConnectionSource, MockConnectionSource
 
 
 class FakeClient:

@@ -6,10 +6,10 @@ import datetime as dt
 
 import pytest
 
-from tickerproject.platform import reload_notifications as notifications
 from subscriptions.models import Subscription
 from tests.api_helpers import *  # noqa: F403
 from tests.subscriptions.factories import AccountFactory, IndexFactory, OptionFactory, SubscriptionFactory, make_chain
+from tickerproject.platform import reload_notifications as notifications
 
 pytestmark = pytest.mark.django_db
 

@@ -8,8 +8,8 @@ import uuid
 
 import pytest
 
-from tickerproject.platform.redis_client import sync_redis
 from tickerproject.platform import reload_notifications as notifications
+from tickerproject.platform.redis_client import sync_redis
 
 
 def _fresh_id() -> str:

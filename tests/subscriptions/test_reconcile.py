@@ -6,7 +6,6 @@ import datetime as dt
 
 import pytest
 
-from tickerproject.platform import reload_notifications as notifications
 from subscriptions.models import IST, Subscription, TradingAccount
 from subscriptions.services.reconcile import (
     deactivate_expired_subscriptions,
@@ -17,6 +16,7 @@ from subscriptions.services.reconcile import (
     reconcile_subscriptions,
 )
 from tests.subscriptions.factories import AccountFactory, HolidayFactory, OptionFactory, SubscriptionFactory
+from tickerproject.platform import reload_notifications as notifications
 
 pytestmark = pytest.mark.django_db
 

@@ -17,8 +17,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from streaming.ticker.runtime import tune_gc_for_streaming
 from streaming.ticker.loop import MODES, LoopConfig, TickerLoop
+from streaming.ticker.runtime import tune_gc_for_streaming
 
 log = logging.getLogger(__name__)
 
