@@ -9,6 +9,7 @@ Plain numpy: no Django imports.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -67,7 +68,7 @@ class TickBatch:
     is_mock: bool = False
     source: str = ""  # e.g. "account:3/conn:0" or "mock"
     malformed: int = 0  # packets in the frame that were counted and skipped
-    extra: dict = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.ticks)
