@@ -9,7 +9,7 @@ Plain numpy: no Django imports.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -49,6 +49,8 @@ TICK_DTYPE = np.dtype(
         ("ask_orders", np.int32, (DEPTH_LEVELS,)),
     ]
 )
+# TICK_DTYPE's field names, in order. numpy's stubs type `dtype.names` as optional (a plain dtype has none).
+TICK_FIELD_NAMES = cast("tuple[str, ...]", TICK_DTYPE.names)
 
 
 def empty_ticks(n: int) -> np.ndarray:

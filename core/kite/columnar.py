@@ -28,6 +28,7 @@ from core.ticks import (
     MODE_NAMES,
     MODE_QUOTE,
     TICK_DTYPE,
+    TICK_FIELD_NAMES,
     TickBatch,
     empty_ticks,
 )
@@ -49,9 +50,8 @@ def _blank(n: int) -> np.ndarray:
 
 
 _ITEMSIZE = TICK_DTYPE.itemsize
-# A structured dtype always has fields and names; numpy's stubs type both as optional (plain dtypes have neither).
+# A structured dtype always has fields; numpy's stubs type them as optional (a plain dtype has none).
 _FIELDS = cast("MappingProxyType[str, tuple[np.dtype[Any], int] | tuple[np.dtype[Any], int, Any]]", TICK_DTYPE.fields)
-_NAMES = cast("tuple[str, ...]", TICK_DTYPE.names)
 # Runs of same-typed fields that sit next to each other in TICK_DTYPE: each is written with ONE strided
 # (n, k) view instead of k field assignments (checked at import, so a change to TICK_DTYPE can't
 # silently misplace values).
@@ -255,7 +255,7 @@ def tick_dicts(ticks: np.ndarray) -> list[dict[str, Any]]:
     """
     out: list[dict[str, Any]] = []
     for row in ticks.tolist():
-        record = dict(zip(_NAMES, row, strict=True))
+        record = dict(zip(TICK_FIELD_NAMES, row, strict=True))
         token, mode = record["instrument_token"], record["mode"]
         is_index = record["average_traded_price"] != record["average_traded_price"]  # NaN
         tick: dict[str, Any] = {
