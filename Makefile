@@ -1,11 +1,11 @@
-# tickerproject: `make run` to try it, `make test` to test it. `make help` lists the rest.
+# tickerproject: `make run` to try it, `make test` to test it, `make lint` before a commit. `make help` lists the rest.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
-# Tests run with DEBUG off; this key is for tests only.
+# Tests and mypy (which loads the settings) run with DEBUG off; this key is for them only.
 TEST_ENV := SECRET_KEY=$${SECRET_KEY:-test-only-secret-key-0123456789abcdefghijklmnopqrstuvwxyz} DEBUG=0
 
 .DEFAULT_GOAL := help
@@ -48,9 +48,14 @@ simulator: install ## Run the Kite simulator on 127.0.0.1:8765
 	DEBUG=1 $(PY) manage.py runsimulator --host 127.0.0.1 --port 8765
 
 .PHONY: lint
-lint: install ## ruff lint and format check
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
+lint: install ## ruff check, ruff format --check, mypy (strict on core), lint-imports (layer contracts)
+	@# Every check runs, so one pass shows every problem; the target fails if any check did.
+	@status=0; \
+	$(VENV)/bin/ruff check . || status=1; \
+	$(VENV)/bin/ruff format --check . || status=1; \
+	$(TEST_ENV) $(VENV)/bin/mypy || status=1; \
+	$(VENV)/bin/lint-imports || status=1; \
+	exit $$status
 
 .PHONY: fmt
 fmt: install ## ruff format and autofix

@@ -335,6 +335,7 @@ def run_scenario(
                 )
             )
         for client in clients:
+            assert client.stdout is not None  # started with stdout=PIPE
             line = client.stdout.readline()
             if not line.startswith("READY"):
                 raise RuntimeError(
@@ -389,7 +390,7 @@ def main() -> None:
     try:
         manage(env, "migrate", "--noinput")
         session_key = manage(env, "shell", "-c", SESSION_SCRIPT).split("SESSION", 1)[1].strip()
-        common = {"env": env, "session_key": session_key, "redis_url": redis_url, "workdir": workdir}
+        common: dict[str, Any] = {"env": env, "session_key": session_key, "redis_url": redis_url, "workdir": workdir}
         # As deployed (docker-compose web, runticker --serve): no per-client compression.
         run_scenario(name="chain_ws", deflate=False, **common)
         # uvicorn's default: every client's stream compressed separately (zlib level 6).

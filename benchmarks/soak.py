@@ -89,6 +89,7 @@ def _viewer_session() -> str:
     session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
     session[HASH_SESSION_KEY] = user.get_session_auth_hash()
     session.create()
+    assert session.session_key is not None  # create() saved it under a new key
     return session.session_key
 
 
@@ -185,7 +186,8 @@ def run(
             ticks = int(status.get("ticks_applied", 0))
             rate = (ticks - last_ticks[1]) / (now - last_ticks[0]) if last_ticks else 0.0
             last_ticks = (now, ticks)
-            rss, cpu = {}, {}
+            rss: dict[str, float | None] = {}
+            cpu: dict[str, float | None] = {}
             for proc in stack.processes:
                 if not proc.alive():
                     rss[proc.name] = None

@@ -165,7 +165,8 @@ def greeks(
 def _normalised_otm_call(x: np.ndarray, s: np.ndarray, ex_half: np.ndarray, ex_neg_half: np.ndarray) -> np.ndarray:
     """b(x, s) for x <= 0; `ex_half` = e^(x/2), `ex_neg_half` = e^(-x/2)."""
     h = x / s
-    return ex_half * ndtr(h + 0.5 * s) - ex_neg_half * ndtr(h - 0.5 * s)
+    b: np.ndarray = ex_half * ndtr(h + 0.5 * s) - ex_neg_half * ndtr(h - 0.5 * s)
+    return b
 
 
 def _analytic_guess(x: np.ndarray, beta: np.ndarray, ex_half: np.ndarray, ex_neg_half: np.ndarray) -> np.ndarray:
@@ -394,8 +395,8 @@ def time_to_expiry_years(expiry: date | ArrayLike, now: datetime) -> float | np.
         expires_at = datetime.combine(expiry, time(10, 0), tzinfo=UTC).timestamp()
         return max(expires_at - now_s, 0.0) / SECONDS_PER_YEAR
     days = np.asarray(expiry).astype("datetime64[D]")
-    expires_at = days.astype("datetime64[s]").astype(np.int64).astype(np.float64) + _EXPIRY_OFFSET_S
-    return np.maximum(expires_at - now_s, 0.0) / SECONDS_PER_YEAR
+    expiries_at = days.astype("datetime64[s]").astype(np.int64).astype(np.float64) + _EXPIRY_OFFSET_S
+    return np.maximum(expiries_at - now_s, 0.0) / SECONDS_PER_YEAR
 
 
 def expiry_epoch_seconds(expiry: date) -> float:

@@ -9,6 +9,7 @@ Plain numpy: no Django imports.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import numpy as np
 
@@ -48,6 +49,8 @@ TICK_DTYPE = np.dtype(
         ("ask_orders", np.int32, (DEPTH_LEVELS,)),
     ]
 )
+# TICK_DTYPE's field names, in order. numpy's stubs type `dtype.names` as optional (a plain dtype has none).
+TICK_FIELD_NAMES = cast("tuple[str, ...]", TICK_DTYPE.names)
 
 
 def empty_ticks(n: int) -> np.ndarray:
@@ -67,7 +70,7 @@ class TickBatch:
     is_mock: bool = False
     source: str = ""  # e.g. "account:3/conn:0" or "mock"
     malformed: int = 0  # packets in the frame that were counted and skipped
-    extra: dict = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.ticks)

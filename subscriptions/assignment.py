@@ -161,9 +161,9 @@ def _rebalance_accounts(
     # whichever of the account's connections is fullest at the time.
     held: dict[Placement, list[K]] = defaultdict(list)
     for item in ordered:
-        placement = result.placements.get(item)
-        if placement is not None and placement.account_id in excess:
-            held[placement].append(item)
+        held_at = result.placements.get(item)
+        if held_at is not None and held_at.account_id in excess:
+            held[held_at].append(item)
     leaving: list[tuple[K, Placement]] = []
     for account_id, count in excess.items():
         fullest = [(-load[p], p.connection_index, p) for p in held if p.account_id == account_id]
@@ -312,6 +312,8 @@ def diff_assignments(
             ops[key] = ConnectionOps()
         return ops[key]
 
+    before: TokenAssignment | None
+    after: TokenAssignment | None
     for token, before in old.items():
         after = new.get(token)
         if after is None or (after.account_id, after.connection_index) != (before.account_id, before.connection_index):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.core.exceptions import ValidationError
@@ -44,7 +44,8 @@ class TradingAccountAdminForm(forms.ModelForm):
         ]
 
     def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data
         is_mock = cleaned.get("is_mock", False)
         has_secret = bool(self.instance.pk and self.instance.api_secret) or bool(cleaned.get("new_api_secret"))
         if not is_mock and not has_secret:
@@ -86,13 +87,14 @@ class ChainSubscribeForm(forms.Form):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["underlying"].choices = [(u, u) for u in selectors.option_underlyings()]
+        cast(forms.ChoiceField, self.fields["underlying"]).choices = [(u, u) for u in selectors.option_underlyings()]
         self.fields["expiry"].widget.choices = _expiry_choices()
         self.fields["mode"].initial = "full"
         self.plan: ChainPlan | None = None
 
     def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data
         if self.errors:
             return cleaned
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import cast
 
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
@@ -39,7 +40,7 @@ def option_underlyings() -> list[str]:
 def option_expiries(*, underlying: str, today: dt.date | None = None) -> list[dt.date]:
     """Expiries of an underlying's listed options, from today (IST) on, nearest first."""
     today = today or timezone.now().astimezone(IST).date()
-    return list(
+    expiries = (
         Instrument.objects.filter(
             underlying=underlying,
             instrument_type__in=OPTION_TYPES,
@@ -50,6 +51,8 @@ def option_expiries(*, underlying: str, today: dt.date | None = None) -> list[dt
         .distinct()
         .order_by("expiry")
     )
+    # expiry__gte leaves out the NULL expiries the column allows.
+    return list(cast("QuerySet[Instrument, dt.date]", expiries))
 
 
 def chain_instruments(*, underlying: str, expiry: dt.date) -> QuerySet[Instrument]:

@@ -15,7 +15,8 @@ Plain numpy, no Django.
 from __future__ import annotations
 
 import time
-from typing import Any
+from types import MappingProxyType
+from typing import Any, cast
 
 import numpy as np
 
@@ -27,6 +28,7 @@ from core.ticks import (
     MODE_NAMES,
     MODE_QUOTE,
     TICK_DTYPE,
+    TICK_FIELD_NAMES,
     TickBatch,
     empty_ticks,
 )
@@ -48,6 +50,8 @@ def _blank(n: int) -> np.ndarray:
 
 
 _ITEMSIZE = TICK_DTYPE.itemsize
+# A structured dtype always has fields; numpy's stubs type them as optional (a plain dtype has none).
+_FIELDS = cast("MappingProxyType[str, tuple[np.dtype[Any], int] | tuple[np.dtype[Any], int, Any]]", TICK_DTYPE.fields)
 # Runs of same-typed fields that sit next to each other in TICK_DTYPE: each is written with ONE strided
 # (n, k) view instead of k field assignments (checked at import, so a change to TICK_DTYPE can't
 # silently misplace values).
@@ -60,9 +64,9 @@ _BLOCKS = {
 
 def _check_blocks() -> None:
     for names in _BLOCKS.values():
-        base, offset = TICK_DTYPE.fields[names[0]][:2]
+        base, offset = _FIELDS[names[0]][:2]
         for i, name in enumerate(names):
-            dtype, field_offset = TICK_DTYPE.fields[name][:2]
+            dtype, field_offset = _FIELDS[name][:2]
             if dtype != base or field_offset != offset + i * base.itemsize:
                 raise ImportError(f"TICK_DTYPE changed: {names} are no longer adjacent {base} fields")
 
@@ -90,7 +94,7 @@ def _put_block(out: np.ndarray | _RowWriter, key: str, values: np.ndarray) -> No
         for i, name in enumerate(names):
             out[name] = values[:, i]
         return
-    base, offset = TICK_DTYPE.fields[names[0]][:2]
+    base, offset = _FIELDS[names[0]][:2]
     view = np.ndarray((len(out), len(names)), dtype=base, buffer=out, offset=offset, strides=(_ITEMSIZE, base.itemsize))
     view[...] = values
 
@@ -251,7 +255,7 @@ def tick_dicts(ticks: np.ndarray) -> list[dict[str, Any]]:
     """
     out: list[dict[str, Any]] = []
     for row in ticks.tolist():
-        record = dict(zip(TICK_DTYPE.names, row, strict=True))
+        record = dict(zip(TICK_FIELD_NAMES, row, strict=True))
         token, mode = record["instrument_token"], record["mode"]
         is_index = record["average_traded_price"] != record["average_traded_price"]  # NaN
         tick: dict[str, Any] = {

@@ -59,7 +59,8 @@ def packet_lengths(tokens: np.ndarray, modes: np.ndarray) -> np.ndarray:
 def _u32(values: np.ndarray) -> np.ndarray:
     """Clip to the unsigned 32-bit range (NaN → 0) so a wild value cannot wrap into a plausible one."""
     values = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0, posinf=_U32_MAX, neginf=0.0)
-    return np.clip(np.rint(values), 0, _U32_MAX).astype(np.uint32)
+    clipped: np.ndarray = np.clip(np.rint(values), 0, _U32_MAX).astype(np.uint32)
+    return clipped
 
 
 def _price(values: np.ndarray, divisor: np.ndarray) -> np.ndarray:

@@ -42,7 +42,7 @@ _FULL_EXTRA = struct.Struct(">IIIII")  # last trade time, oi, oi high, oi low, e
 _DEPTH = struct.Struct(">IIH2x")
 
 
-class MalformedCounter(Counter):
+class MalformedCounter(Counter[str]):
     """Counts malformed input by kind and logs the first occurrence of each kind (then stays quiet)."""
 
     def __init__(self, logger: logging.Logger | None = None, label: str = "kite") -> None:

@@ -65,7 +65,7 @@ def _pg_upsert(table: str, instrument_id: int, interval: str, rows: Sequence[Can
               (EXCLUDED.open, EXCLUDED.high, EXCLUDED.low, EXCLUDED.close, EXCLUDED.volume, EXCLUDED.oi,
                EXCLUDED.is_mock)
     """
-    params = [
+    params: list[int | str | bool] = [
         instrument_id,
         interval,
         is_mock,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.ticks import MODE_FULL, MODE_LTP, MODE_QUOTE, TICK_DTYPE, TickBatch, empty_ticks
+from core.ticks import MODE_FULL, MODE_LTP, MODE_QUOTE, TICK_FIELD_NAMES, TickBatch, empty_ticks
 
 _LTP_FIELDS = ("last_price",)
 _QUOTE_FIELDS = (
@@ -28,7 +28,7 @@ _QUOTE_FIELDS = (
     "close",
     "exchange_timestamp",  # index full packets carry it in their quote-sized layout
 )
-_FULL_FIELDS = tuple(TICK_DTYPE.names)
+_FULL_FIELDS = TICK_FIELD_NAMES
 FIELDS_BY_MODE = {
     MODE_LTP: ("instrument_token", "tradable", *_LTP_FIELDS),
     MODE_QUOTE: ("instrument_token", "tradable", *_QUOTE_FIELDS),

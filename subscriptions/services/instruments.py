@@ -14,6 +14,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
@@ -80,7 +81,11 @@ def derive_underlying(*, tradingsymbol: str, name: str, instrument_type: str, se
     return tradingsymbol
 
 
-def _int(row: dict[str, str], column: str, *, required: bool = True) -> int:
+# A csv.DictReader row: column → cell text, and the surplus cells of a too-long row as a list under None.
+CsvRow = dict[str | None, Any]
+
+
+def _int(row: CsvRow, column: str, *, required: bool = True) -> int:
     text = (row.get(column) or "").strip()
     if not text:
         if required:
@@ -95,7 +100,7 @@ def _int(row: dict[str, str], column: str, *, required: bool = True) -> int:
     return int(value)
 
 
-def _float(row: dict[str, str], column: str) -> float:
+def _float(row: CsvRow, column: str) -> float:
     text = (row.get(column) or "").strip()
     if not text:
         return 0.0
@@ -108,8 +113,8 @@ def _float(row: dict[str, str], column: str) -> float:
     return value
 
 
-def parse_row(row: dict[str, str]) -> Instrument:
-    """One CSV row → an unsaved Instrument; raises RowError with the reason."""
+def parse_row(row: CsvRow) -> Instrument:
+    """One csv.DictReader row → an unsaved Instrument; raises RowError with the reason."""
     if None in row:  # csv.DictReader puts surplus cells under the None key
         raise RowError(f"too many columns ({len(COLUMNS) + len(row[None])}, expected {len(COLUMNS)})")
     missing = [c for c in COLUMNS if row.get(c) is None]

@@ -41,7 +41,7 @@ class ThrottleRepeatsFilter(logging.Filter):
         if len(self._kinds) > 10_000:  # bounded: forget the kinds seen so far, not the record
             self._kinds.clear()
         self._kinds[kind] = (now, 0)
-        if suppressed:
+        if suppressed and last is not None:
             record.msg = f"{record.msg} ({suppressed} similar suppressed in the last %.0f s)"
             record.args = (*args, now - last[0])
         return True

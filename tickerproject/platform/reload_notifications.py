@@ -32,7 +32,8 @@ def add_listener(callback: Callable[[dict], None]) -> Callable[[], None]:
 
 def notify_subscriptions_changed(*, reason: str, request_id: str | None = None) -> str:
     """Announce a change; returns the request id that a blocking reload can wait for."""
-    message = {"reason": reason, "request_id": request_id or uuid.uuid4().hex, "at": time.time()}
+    request_id = request_id or uuid.uuid4().hex
+    message = {"reason": reason, "request_id": request_id, "at": time.time()}
     for callback in list(_listeners):
         try:
             callback(message)
@@ -45,7 +46,7 @@ def notify_subscriptions_changed(*, reason: str, request_id: str | None = None) 
             sync_redis().publish(RELOAD_CHANNEL, json.dumps(message))
         except Exception as exc:  # the periodic check still picks the change up
             logger.warning("could not publish reload notification (%s); the periodic check will", exc)
-    return message["request_id"]
+    return request_id
 
 
 # --- "Has the running ticker applied my change?" ------------------------------------------------
