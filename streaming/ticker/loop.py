@@ -269,7 +269,7 @@ class TickerLoop:
     # --- the hot path ---------------------------------------------------------------------------
     def _on_ticks(self, batch: TickBatch, account_id: int, connection_index: int) -> None:
         if batch.malformed:
-            from streaming.web.metrics import MALFORMED_TOTAL
+            from streaming.status import MALFORMED_TOTAL
 
             MALFORMED_TOTAL.inc(batch.malformed)
         if not len(batch):
@@ -354,7 +354,7 @@ class TickerLoop:
         return float(self.state.updated_at[rows[pending]].min())
 
     def _observe_latency(self, oldest: float | None, sent_at: float) -> None:
-        from streaming.web.metrics import CHAIN_MESSAGES_TOTAL, TICK_TO_CHANNEL_SECONDS
+        from streaming.status import CHAIN_MESSAGES_TOTAL, TICK_TO_CHANNEL_SECONDS
 
         CHAIN_MESSAGES_TOTAL.inc()
         if oldest:
@@ -372,7 +372,7 @@ class TickerLoop:
 
     # --- status ---------------------------------------------------------------------------------
     def status_document(self) -> dict[str, Any]:
-        from streaming.web.metrics import TICKS_TOTAL
+        from streaming.status import TICKS_TOTAL
 
         sources = {key: source.status() for key, source in self.sources.items()}
         self.board.extra = {
@@ -394,7 +394,7 @@ class TickerLoop:
         return self.board.as_dict(sources=sources)
 
     async def _status_forever(self) -> None:
-        from streaming.web.metrics import TICKS_TOTAL
+        from streaming.status import TICKS_TOTAL
 
         reported = 0
         while True:
