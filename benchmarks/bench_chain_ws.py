@@ -243,7 +243,8 @@ async def publish(redis_url: str, updates: int, interval: float, rng: random.Ran
     import redis.asyncio as aioredis
     from channels_redis.core import RedisChannelLayer
 
-    from streaming.snapshot_store import chain_group, chain_key
+    from streaming.contract import chain_group
+    from streaming.snapshot_store import chain_key
 
     layer = RedisChannelLayer(hosts=[redis_url], prefix="tp:asgi", capacity=200, expiry=30)
     store = aioredis.Redis.from_url(redis_url)

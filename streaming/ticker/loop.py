@@ -43,6 +43,7 @@ import numpy as np
 
 from core.calendar import IST, TradingCalendar
 from core.ticks import TickBatch
+from streaming.contract import DELTA, SNAPSHOT
 from streaming.status import StatusBoard, publish_local, publish_redis
 from streaming.ticker.chains import ChainBook, ChainSpec, build_chain_registry
 from streaming.ticker.leases import LocalLeases, RedisLeases
@@ -321,7 +322,7 @@ class TickerLoop:
                 # A failure here is left to the publishers, which count and log it (and carry on).
                 with contextlib.suppress(Exception):
                     encoded = encode_chain_message(delta)
-            outgoing.append((book.snapshot, delta, "snapshot" if first else "delta", oldest, encoded))
+            outgoing.append((book.snapshot, delta, SNAPSHOT if first else DELTA, oldest, encoded))
             if self.redis_publisher is not None:
                 self.redis_publisher.offer_chain(snapshot=book.snapshot, delta=delta, encoded=encoded)
         if outgoing:
