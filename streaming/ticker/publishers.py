@@ -9,8 +9,8 @@ is logged and counted; it never stops the loop.
 
 `RedisPublisher` writes, per chain, the snapshot JSON under `snapshot_store.chain_key`, publishes the
 delta on the chain's pub/sub channel (`chain_channel`), and keeps the latest state per instrument in
-the hash `LATEST_KEY` (field = token, value = a packed `LATEST_DTYPE` record; `read_latest()`
-decodes it). The loop only *offers* work (`offer_chain`, `offer_latest`: latest wins, nothing queues up); a
+the hash `LATEST_KEY` (field = token, value = a packed `LATEST_DTYPE` record; `decode_latest` reads
+one). The loop only *offers* work (`offer_chain`, `offer_latest`: latest wins, nothing queues up); a
 writer task drains it in pipelines (at most one per `min_interval_s`) through a circuit breaker, so a
 slow or dead Redis never stalls tick processing. Deltas go out with every pipeline; a chain's
 snapshot (the whole chain, ~200 KB for 375 strikes) at most every `snapshot_interval_s` (1 s):
@@ -110,16 +110,6 @@ def decode_latest(value: bytes) -> dict[str, Any]:
         out[name] = item
     out["mode"] = MODE_NAMES[out["mode"]]
     return out
-
-
-def read_latest(tokens: list[int]) -> dict[int, dict[str, Any]]:
-    """Selector for other processes: the latest tick of each token the ticker published to Redis."""
-    from tickerproject.platform.redis_client import sync_redis
-
-    if not tokens:
-        return {}
-    values = sync_redis().hmget(LATEST_KEY, [str(t) for t in tokens])
-    return {t: decode_latest(v) for t, v in zip(tokens, values, strict=True) if v}
 
 
 class _SnapshotEncoder:
@@ -419,5 +409,4 @@ __all__ = [
     "decode_latest",
     "encode_chain_message",
     "latest_records",
-    "read_latest",
 ]

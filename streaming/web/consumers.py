@@ -26,17 +26,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from streaming.contract import (
-    CHAIN,
-    CHAIN_UPDATE,
-    DELTA,
-    KIND,
-    SNAPSHOT,
-    chain_event_payload,
-    chain_group,
-    encode_browser_message,
-    first_seq,
-)
+from streaming.contract import CHAIN, DELTA, KIND, SNAPSHOT, chain_group, encode_browser_message, first_seq
 from streaming.snapshot_store import aget_chain_snapshot
 from streaming.web.chain_feed import ChainFeed, Decision
 from streaming.web.chain_hub import chain_hub
@@ -165,15 +155,6 @@ class ChainConsumer(AsyncWebsocketConsumer):
             self._enqueue(_RESYNC)
         else:  # through the queue too: only the writer task writes to the socket
             self._enqueue(_Text(json.dumps({"type": "error", "message": 'expected {"action": "snapshot"}'})))
-
-    async def chain_update(self, event: dict[str, Any]) -> None:
-        """A chain event sent to this consumer's own channel (the chain's group reaches it via the hub)."""
-        try:
-            chain = chain_event_payload(event)
-        except ValueError as exc:
-            logger.warning("chain websocket %s: skipping a malformed chain event: %s", self.group, exc)
-            return
-        self._enqueue({"type": CHAIN_UPDATE, KIND: event.get(KIND, DELTA), CHAIN: chain})
 
     def deliver(self, event: dict[str, Any]) -> None:
         """From the process's chain hub: a `chain.update` event whose payload is in `chain` (streaming.contract)."""
