@@ -1,9 +1,10 @@
 """What the running ticker is doing, per account and connection, for the admin, the API and metrics.
 
 The ticker loop owns a `StatusBoard` and calls `record_ticks()` on the hot path (two additions and
-an exponential rate estimate per batch: no per-tick work). Once a second it `publish()`es a JSON
-document: into Redis (`STATUS_KEY`, with a TTL so a dead ticker's status expires) when REDIS_URL is
-set, and always into this process, where `ticker_status()` (the selector) reads it.
+an exponential rate estimate per batch: no per-tick work). Once a second it publishes a JSON
+document: into Redis (`publish_redis`: `STATUS_KEY`, with a TTL so a dead ticker's status expires)
+when REDIS_URL is set, and always into this process (`publish_local`), where `ticker_status()` (the
+selector) reads it.
 
 The ticker's Prometheus counters live here too: the ticker counts, the web half's `/metrics/` exposes
 them (in the ticker's own process, and at zero in a web process of its own).
