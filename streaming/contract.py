@@ -22,16 +22,20 @@ whole chain: every strike in `rows`, every side whole. A delta carries the `head
 strikes with a changed side, each changed side whole and each unchanged one absent. Values are
 absolute, so deltas applied in order (newest value wins per strike and side) give the ticker's state.
 
-Sequence. The ticker numbers a chain's messages with `seq`, +1 per message (snapshot or delta), from
-1. A delta that the web half folded from several carries `from_seq` (the first message it covers)
-besides `seq` (the last). Without `from_seq` it covers `seq` alone (`first_seq`). A client holding
-`seq` N can apply a delta when `from_seq <= N + 1 <= seq` (`covers_next`). A client must resync
-(take a fresh snapshot from the snapshot store instead of the next delta) when:
+Sequence. The ticker numbers a chain's messages with `seq`, starting at 1 and adding 1 per message
+(snapshot or delta). The snapshot it stores carries the `seq` of the newest delta folded into it and
+is stored before that delta is sent. A delta that the web half folded from several carries
+`from_seq` (the first message it covers) besides `seq` (the last); without `from_seq` it covers
+`seq` alone (`first_seq`). A client holding `seq` N can apply a delta when
+`from_seq <= N + 1 <= seq` (`covers_next`). A client must resync (take a fresh snapshot from the
+snapshot store instead of the next delta) when:
 - it has nothing yet;
 - a delta starts after N + 1 (messages were dropped on the way);
-- the ticker restarted and numbers from 1 again. This shows as a lower `seq` with a later `ts`
+- the ticker restarted and numbers from 1 again, which shows as a lower `seq` with a later `ts`
   (`restarted`).
-A delta whose `seq` is at most N is already in what the client has, so it is skipped.
+Otherwise a delta whose `seq` is at most N is already in what the client has, and is skipped. A
+snapshot is worth sending to a client only when its `seq` is above N or it comes from a restarted
+ticker.
 
 Browser frames. Browsers get the same content positionally (`encode_browser_message`). Each row is
 `[strike, ce, pe]` and each side is an array of values in `SIDE_FIELDS` order, which is sent along
