@@ -243,7 +243,8 @@ async def publish(redis_url: str, updates: int, interval: float, rng: random.Ran
     import redis.asyncio as aioredis
     from channels_redis.core import RedisChannelLayer
 
-    from streaming.snapshot_store import chain_group, chain_key
+    from streaming.contract import CHAIN, CHAIN_UPDATE, DELTA, KIND, chain_group
+    from streaming.snapshot_store import chain_key
 
     layer = RedisChannelLayer(hosts=[redis_url], prefix="tp:asgi", capacity=200, expiry=30)
     store = aioredis.Redis.from_url(redis_url)
@@ -254,7 +255,7 @@ async def publish(redis_url: str, updates: int, interval: float, rng: random.Ran
         chain = chain_payload(n + 2, rng)  # the snapshot clients got first is seq 1
         await store.set(chain_key(UNDERLYING, EXPIRY), json.dumps(chain))
         chain["ts"] = time.time()
-        await layer.group_send(group, {"type": "chain.update", "kind": "delta", "chain": chain})
+        await layer.group_send(group, {"type": CHAIN_UPDATE, KIND: DELTA, CHAIN: chain})
     await store.aclose()
 
 

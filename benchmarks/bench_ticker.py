@@ -221,7 +221,7 @@ async def _run_once(
 ) -> dict[str, float]:
     from channels.layers import InMemoryChannelLayer
 
-    from streaming.snapshot_store import chain_group
+    from streaming.contract import chain_group
     from streaming.ticker.loop import LoopConfig, TickerLoop
     from streaming.ticker.runtime import tune_gc_for_streaming
     from streaming.web.chain_hub import ChainHub

@@ -19,11 +19,6 @@ def chain_key(underlying: str, expiry: str) -> str:
     return f"tp:chain:{underlying.upper()}:{expiry}"
 
 
-def chain_group(underlying: str, expiry: str) -> str:
-    """The channel-layer group for a chain (ASCII letters, digits, '.', '-', '_' only)."""
-    return f"chain.{underlying.upper().replace(' ', '_')}.{expiry}"
-
-
 def put_local_chain_snapshot(underlying: str, expiry: str, snapshot: dict[str, Any]) -> None:
     _local[chain_key(underlying, expiry)] = snapshot
 

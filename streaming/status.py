@@ -1,9 +1,13 @@
 """What the running ticker is doing, per account and connection, for the admin, the API and metrics.
 
 The ticker loop owns a `StatusBoard` and calls `record_ticks()` on the hot path (two additions and
-an exponential rate estimate per batch: no per-tick work). Once a second it `publish()`es a JSON
-document: into Redis (`STATUS_KEY`, with a TTL so a dead ticker's status expires) when REDIS_URL is
-set, and always into this process, where `ticker_status()` (the selector) reads it.
+an exponential rate estimate per batch: no per-tick work). Once a second it publishes a JSON
+document: into Redis (`publish_redis`: `STATUS_KEY`, with a TTL so a dead ticker's status expires)
+when REDIS_URL is set, and always into this process (`publish_local`), where `ticker_status()` (the
+selector) reads it.
+
+The ticker's Prometheus counters live here too: the ticker counts, the web half's `/metrics/` exposes
+them (in the ticker's own process, and at zero in a web process of its own).
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from prometheus_client import Counter, Histogram
+
 log = logging.getLogger(__name__)
 
 STATUS_KEY = "tp:ticker:status"
@@ -22,6 +28,15 @@ STATUS_TTL_S = 15
 RATE_WINDOW_S = 5.0  # time constant of the ticks/s estimate
 
 _local_status: dict[str, Any] | None = None
+
+TICKS_TOTAL = Counter("ticker_ticks_total", "Ticks applied to the market state", ["mode"])
+MALFORMED_TOTAL = Counter("ticker_malformed_packets_total", "Packets counted and skipped as malformed")
+CHAIN_MESSAGES_TOTAL = Counter("ticker_chain_messages_total", "Chain deltas sent to the channel layer")
+TICK_TO_CHANNEL_SECONDS = Histogram(
+    "ticker_tick_to_channel_seconds",
+    "From a tick's arrival to the chain delta carrying it being handed to the channel layer",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5),
+)
 
 
 @dataclass
@@ -138,4 +153,15 @@ def ticker_status() -> dict[str, Any] | None:
     return None
 
 
-__all__ = ["STATUS_KEY", "ConnectionStatus", "StatusBoard", "publish_local", "publish_redis", "ticker_status"]
+__all__ = [
+    "CHAIN_MESSAGES_TOTAL",
+    "MALFORMED_TOTAL",
+    "STATUS_KEY",
+    "TICKS_TOTAL",
+    "TICK_TO_CHANNEL_SECONDS",
+    "ConnectionStatus",
+    "StatusBoard",
+    "publish_local",
+    "publish_redis",
+    "ticker_status",
+]

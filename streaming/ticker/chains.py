@@ -19,6 +19,7 @@ import numpy as np
 
 from core import greeks as pricing
 from core.calendar import expiry_datetime
+from streaming.contract import SIDE_FIELDS
 from streaming.ticker.chain_analytics import ChainAnalytics, OIHistory, atm_strike, compute_chain_analytics, quote_mid
 from streaming.ticker.market_state import MarketState
 
@@ -415,7 +416,7 @@ class ChainBook:
                     for n in np.flatnonzero(field_bad).tolist():
                         column[n] = None
         symbol_list = [symbols[n] for n in index.tolist()]
-        # A dict display per side (the keys in SIDE_OBJECT_FIELDS order, which a test checks): about
+        # A dict display per side (the keys in SIDE_FIELDS order, which a test checks): about
         # twice as fast as dict(zip(fields, values)) for the ~200 sides of a typical delta.
         return [
             {
@@ -457,14 +458,10 @@ class ChainBook:
         ]
 
 
-# The numeric fields of a side object, in order (SIDE_OBJECT_FIELDS is the whole object, and the
-# browser's positional order, streaming/contract.py); rows [lo, hi) of the matrix in _side_dicts are
-# rounded to `digits`, and _SIDE_INTS are integers (truncated toward zero, as int() does).
-_SIDE_FIELDS = (
-    "ltp", "change", "oi", "oi_change", "oi_change_recent", "volume",
-    "iv", "delta", "gamma", "theta", "vega", "bid", "ask", "updated_at",
-)  # fmt: skip
-SIDE_OBJECT_FIELDS = ("instrument_token", "tradingsymbol", *_SIDE_FIELDS)
+# The numeric fields of a side object (the wire's SIDE_FIELDS after token and symbol), in order: the
+# rows of the matrix in _side_dicts. Rows [lo, hi) are rounded to `digits`, and _SIDE_INTS are
+# integers (truncated toward zero, as int() does).
+_SIDE_FIELDS = SIDE_FIELDS[2:]
 _SIDE_ROUNDING = ((0, 2, 2), (6, 7, 5), (7, 8, 4), (8, 9, 6), (9, 11, 3), (11, 13, 2), (13, 14, 3))
 _SIDE_INTS = slice(2, 6)
 _SIDE_SCALE = np.ones((len(_SIDE_FIELDS), 1))  # a column: 10**digits per row of the matrix

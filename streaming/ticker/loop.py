@@ -43,6 +43,7 @@ import numpy as np
 
 from core.calendar import IST, TradingCalendar
 from core.ticks import TickBatch
+from streaming.contract import DELTA, SNAPSHOT
 from streaming.status import StatusBoard, publish_local, publish_redis
 from streaming.ticker.chains import ChainBook, ChainSpec, build_chain_registry
 from streaming.ticker.leases import LocalLeases, RedisLeases
@@ -269,7 +270,7 @@ class TickerLoop:
     # --- the hot path ---------------------------------------------------------------------------
     def _on_ticks(self, batch: TickBatch, account_id: int, connection_index: int) -> None:
         if batch.malformed:
-            from streaming.web.metrics import MALFORMED_TOTAL
+            from streaming.status import MALFORMED_TOTAL
 
             MALFORMED_TOTAL.inc(batch.malformed)
         if not len(batch):
@@ -321,7 +322,7 @@ class TickerLoop:
                 # A failure here is left to the publishers, which count and log it (and carry on).
                 with contextlib.suppress(Exception):
                     encoded = encode_chain_message(delta)
-            outgoing.append((book.snapshot, delta, "snapshot" if first else "delta", oldest, encoded))
+            outgoing.append((book.snapshot, delta, SNAPSHOT if first else DELTA, oldest, encoded))
             if self.redis_publisher is not None:
                 self.redis_publisher.offer_chain(snapshot=book.snapshot, delta=delta, encoded=encoded)
         if outgoing:
@@ -354,7 +355,7 @@ class TickerLoop:
         return float(self.state.updated_at[rows[pending]].min())
 
     def _observe_latency(self, oldest: float | None, sent_at: float) -> None:
-        from streaming.web.metrics import CHAIN_MESSAGES_TOTAL, TICK_TO_CHANNEL_SECONDS
+        from streaming.status import CHAIN_MESSAGES_TOTAL, TICK_TO_CHANNEL_SECONDS
 
         CHAIN_MESSAGES_TOTAL.inc()
         if oldest:
@@ -372,7 +373,7 @@ class TickerLoop:
 
     # --- status ---------------------------------------------------------------------------------
     def status_document(self) -> dict[str, Any]:
-        from streaming.web.metrics import TICKS_TOTAL
+        from streaming.status import TICKS_TOTAL
 
         sources = {key: source.status() for key, source in self.sources.items()}
         self.board.extra = {
@@ -394,7 +395,7 @@ class TickerLoop:
         return self.board.as_dict(sources=sources)
 
     async def _status_forever(self) -> None:
-        from streaming.web.metrics import TICKS_TOTAL
+        from streaming.status import TICKS_TOTAL
 
         reported = 0
         while True:

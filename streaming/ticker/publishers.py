@@ -1,24 +1,23 @@
 """Where chain messages and latest ticks go: the channel layer (browsers) and Redis (other processes).
 
-`ChannelPublisher` sends `{"type": "chain.update", "kind": "delta", "chain": ...}` to the chain's
-group (`snapshot_store.chain_group`) and keeps the latest snapshot in the snapshot store, so a
-consumer can always start from a full chain (docs/websocket.md). On a channel layer that serialises
-its messages (Redis) the payload travels as its JSON instead (`"chain_json"`, the bytes Redis pub/sub
-gets too): encoded once, where msgpack would walk the nested payload again (`chain_event_payload`
-turns either form back into the payload). A channel-layer failure is logged and counted; it never
-stops the loop.
+`ChannelPublisher` sends each chain message to the chain's group as a `chain.update` event
+(`streaming.contract`) and keeps the latest snapshot in the snapshot store, so a consumer can always
+start from a full chain (docs/websocket.md). On a channel layer that serialises its messages (Redis)
+the payload travels as its JSON instead (the contract's `chain_json` form, the bytes Redis pub/sub
+gets too): encoded once, where msgpack would walk the nested payload again. A channel-layer failure
+is logged and counted; it never stops the loop.
 
 `RedisPublisher` writes, per chain, the snapshot JSON under `snapshot_store.chain_key`, publishes the
 delta on the chain's pub/sub channel (`chain_channel`), and keeps the latest state per instrument in
-the hash `LATEST_KEY` (field = token, value = a packed `LATEST_DTYPE` record; `read_latest()`
-decodes it). The loop only *offers* work (`offer_chain`, `offer_latest`: latest wins, nothing
-queues up); a writer task drains it in pipelines (at most one per `min_interval_s`) through E1's
-circuit breaker, so a slow or dead Redis never stalls tick processing. Deltas go out with every
-pipeline; a chain's snapshot (the whole chain, ~200 KB for 375 strikes) at most every
-`snapshot_interval_s` (1 s): re-sending it with every delta was most of the bytes the ticker wrote to
-Redis. A reader that finds the stored snapshot older than the deltas it receives waits for the next one
-(docs/websocket.md). Whatever could not be written
-while Redis was away is re-sent in full when the breaker closes again (`resync`).
+the hash `LATEST_KEY` (field = token, value = a packed `LATEST_DTYPE` record; `decode_latest` reads
+one). The loop only *offers* work (`offer_chain`, `offer_latest`: latest wins, nothing queues up); a
+writer task drains it in pipelines (at most one per `min_interval_s`) through a circuit breaker, so a
+slow or dead Redis never stalls tick processing. Deltas go out with every pipeline; a chain's
+snapshot (the whole chain, ~200 KB for 375 strikes) at most every `snapshot_interval_s` (1 s):
+re-sending it with every delta was most of the bytes the ticker wrote to Redis. A reader that finds
+the stored snapshot older than the deltas it receives waits for the next one (docs/websocket.md).
+Whatever could not be written while Redis was away is re-sent in full when the breaker closes again
+(`resync`).
 """
 
 from __future__ import annotations
@@ -35,7 +34,8 @@ import numpy as np
 import orjson
 
 from core.ticks import MODE_NAMES
-from streaming.snapshot_store import chain_group, chain_key, put_local_chain_snapshot
+from streaming.contract import CHAIN, CHAIN_JSON, CHAIN_UPDATE, DELTA, KIND, chain_group
+from streaming.snapshot_store import chain_key, put_local_chain_snapshot
 from streaming.ticker.circuit_breaker import CircuitBreaker, CircuitOpenError
 from streaming.ticker.market_state import MarketState
 
@@ -58,22 +58,6 @@ def _dumps(value: Any) -> bytes:
 def encode_chain_message(message: dict[str, Any]) -> bytes:
     """A chain message as the JSON that Redis pub/sub and a serialising channel layer carry."""
     return _dumps(message)
-
-
-def chain_event_payload(event: dict[str, Any]) -> dict[str, Any]:
-    """The chain payload of a `chain.update` event, whichever form it travelled in ("chain": the
-    payload itself, in process; "chain_json": its JSON, over Redis). Raises ValueError (orjson's
-    JSONDecodeError is one) for an event that carries neither, or JSON that is not an object."""
-    chain = event.get("chain")
-    if chain is not None:
-        return chain
-    encoded = event.get("chain_json")
-    if not isinstance(encoded, bytes | bytearray | memoryview | str):
-        raise ValueError("chain.update event without a chain payload")
-    payload = orjson.loads(encoded)
-    if not isinstance(payload, dict):
-        raise ValueError("chain.update event whose chain_json is not an object")
-    return payload
 
 
 # The latest tick per instrument as a fixed little-endian record: packing 9,000 of them is a few
@@ -126,16 +110,6 @@ def decode_latest(value: bytes) -> dict[str, Any]:
         out[name] = item
     out["mode"] = MODE_NAMES[out["mode"]]
     return out
-
-
-def read_latest(tokens: list[int]) -> dict[int, dict[str, Any]]:
-    """Selector for other processes: the latest tick of each token the ticker published to Redis."""
-    from tickerproject.platform.redis_client import sync_redis
-
-    if not tokens:
-        return {}
-    values = sync_redis().hmget(LATEST_KEY, [str(t) for t in tokens])
-    return {t: decode_latest(v) for t, v in zip(tokens, values, strict=True) if v}
 
 
 class _SnapshotEncoder:
@@ -209,7 +183,7 @@ class ChannelPublisher:
         self.last_error = ""
 
     async def publish(
-        self, *, snapshot: dict[str, Any], delta: dict[str, Any], kind: str = "delta", encoded: bytes | None = None
+        self, *, snapshot: dict[str, Any], delta: dict[str, Any], kind: str = DELTA, encoded: bytes | None = None
     ) -> bool:
         """Store the snapshot and send the delta (`kind="snapshot"` for a chain's first message, or
         after its strikes changed: the payload is then whole). `encoded`: the delta's JSON when the
@@ -220,9 +194,9 @@ class ChannelPublisher:
             return False
         try:
             if self.sends_encoded:
-                event = {"type": "chain.update", "kind": kind, "chain_json": encoded or encode_chain_message(delta)}
+                event = {"type": CHAIN_UPDATE, KIND: kind, CHAIN_JSON: encoded or encode_chain_message(delta)}
             else:
-                event = {"type": "chain.update", "kind": kind, "chain": SharedPayload(delta)}
+                event = {"type": CHAIN_UPDATE, KIND: kind, CHAIN: SharedPayload(delta)}
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that arrives as
             # the send completes (the in-memory layer's send completes at once), and the flusher then
             # outlives the ticker's shutdown.
@@ -432,9 +406,7 @@ __all__ = [
     "RedisPublisher",
     "SharedPayload",
     "chain_channel",
-    "chain_event_payload",
     "decode_latest",
     "encode_chain_message",
     "latest_records",
-    "read_latest",
 ]

@@ -21,12 +21,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from streaming.contract import DELTA, FROM_SEQ, SNAPSHOT, first_seq
+
 SIDES = ("CE", "PE")
-
-
-def first_seq(chain: dict[str, Any]) -> int:
-    """The first message a (possibly folded) delta covers."""
-    return int(chain.get("from_seq", chain.get("seq", 0)))
 
 
 def merge_deltas(deltas: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -59,7 +56,7 @@ def merge_deltas(deltas: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "expiry": newest["expiry"],
         "seq": newest["seq"],
         "ts": newest["ts"],
-        "from_seq": first_seq(deltas[0]),
+        FROM_SEQ: first_seq(deltas[0]),
     }
     for key, value in newest.items():
         if key not in out and key != "rows":
@@ -86,20 +83,20 @@ class Conflator:
     def offer(self, kind: str, chain: dict[str, Any], now: float) -> list[tuple[str, dict[str, Any]]]:
         """Take one event from the ticker; returns the (kind, chain) messages to push now, in order."""
         out: list[tuple[str, dict[str, Any]]] = []
-        if kind == "snapshot":
+        if kind == SNAPSHOT:
             held = self._take()
             if held is not None and int(held["seq"]) > int(chain.get("seq", 0)):
-                out.append(("delta", held))  # newer than the snapshot (a restarted ticker): keep order
-            out.append(("snapshot", chain))
+                out.append((DELTA, held))  # newer than the snapshot (a restarted ticker): keep order
+            out.append((SNAPSHOT, chain))
             self.last_push_at = now
             return out
         if self.held and first_seq(chain) != int(self.held[-1]["seq"]) + 1:
             held = self._take()  # a gap or a restart: never fold across it
             if held is not None:
-                out.append(("delta", held))
+                out.append((DELTA, held))
                 self.last_push_at = now
         if self.interval_s <= 0 or (not self.held and now - self.last_push_at >= self.interval_s):
-            out.append(("delta", chain))
+            out.append((DELTA, chain))
             self.last_push_at = now
             return out
         self.held.append(chain)
@@ -111,7 +108,7 @@ class Conflator:
             return []
         held = self._take()
         self.last_push_at = now
-        return [("delta", held)] if held is not None else []
+        return [(DELTA, held)] if held is not None else []
 
     def _take(self) -> dict[str, Any] | None:
         if not self.held:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from streaming.web.chain_conflation import first_seq
+from streaming.contract import SNAPSHOT, covers_next, restarted
 
 
 class Decision(Enum):
@@ -38,12 +38,11 @@ class ChainFeed:
         seq, ts = int(chain.get("seq", 0)), float(chain.get("ts") or 0.0)
         if self.last_seq is None:
             return Decision.RESYNC
-        if first_seq(chain) <= self.last_seq + 1 <= seq:
+        if covers_next(chain, self.last_seq):
             return Decision.SEND
         if seq <= self.last_seq:
-            # Either already folded into the snapshot the client got, or the ticker restarted and
-            # numbers from 1 again: a restart shows as an older seq computed later than what we sent.
-            return Decision.RESYNC if ts > self.last_ts and seq < self.last_seq else Decision.SKIP
+            # Either already folded into the snapshot the client got, or the ticker restarted.
+            return Decision.RESYNC if restarted(seq, ts, self.last_seq, self.last_ts) else Decision.SKIP
         return Decision.RESYNC
 
     def on_snapshot(self, chain: dict[str, Any], *, forced: bool = False) -> bool:
@@ -51,12 +50,12 @@ class ChainFeed:
         if forced or self.last_seq is None:
             return True
         seq, ts = int(chain.get("seq", 0)), float(chain.get("ts") or 0.0)
-        return seq > self.last_seq or (seq < self.last_seq and ts > self.last_ts)
+        return seq > self.last_seq or restarted(seq, ts, self.last_seq, self.last_ts)
 
     def sent(self, chain: dict[str, Any], *, kind: str) -> None:
         self.last_seq = int(chain.get("seq", 0))
         self.last_ts = float(chain.get("ts") or 0.0)
-        if kind == "snapshot":
+        if kind == SNAPSHOT:
             self.snapshots_sent += 1
         else:
             self.deltas_sent += 1

@@ -23,7 +23,7 @@ import time
 import weakref
 from typing import Any, Protocol
 
-from streaming.ticker.publishers import chain_event_payload
+from streaming.contract import CHAIN, CHAIN_UPDATE, DELTA, KIND, chain_event_payload
 from streaming.web.chain_conflation import Conflator
 
 logger = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ class ChainHub:
                 await asyncio.sleep(RETRY_AFTER_ERROR_S)
                 joined_at = float("-inf")
                 continue
-            if event.get("type") != "chain.update":
+            if event.get("type") != CHAIN_UPDATE:
                 continue
             try:
                 chain = chain_event_payload(event)
@@ -122,7 +122,7 @@ class ChainHub:
                 continue
             self.received += 1
             loop = asyncio.get_running_loop()
-            self._push(self.conflator.offer(event.get("kind", "delta"), chain, loop.time()))
+            self._push(self.conflator.offer(event.get(KIND, DELTA), chain, loop.time()))
             self._schedule(loop)
 
     def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -142,7 +142,7 @@ class ChainHub:
             self.conflator.last_push_at = asyncio.get_running_loop().time()
         for kind, chain in messages:
             self.pushed += 1
-            event = {"type": "chain.update", "kind": kind, "chain": chain}
+            event = {"type": CHAIN_UPDATE, KIND: kind, CHAIN: chain}
             for member in list(self.members):
                 try:
                     member.deliver(event)

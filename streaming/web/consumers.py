@@ -26,10 +26,8 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from streaming.contract import encode_browser_message
-from streaming.snapshot_store import aget_chain_snapshot, chain_group
-from streaming.ticker.publishers import chain_event_payload
-from streaming.web.chain_conflation import first_seq
+from streaming.contract import CHAIN, DELTA, KIND, SNAPSHOT, chain_group, encode_browser_message, first_seq
+from streaming.snapshot_store import aget_chain_snapshot
 from streaming.web.chain_feed import ChainFeed, Decision
 from streaming.web.chain_hub import chain_hub
 
@@ -158,17 +156,8 @@ class ChainConsumer(AsyncWebsocketConsumer):
         else:  # through the queue too: only the writer task writes to the socket
             self._enqueue(_Text(json.dumps({"type": "error", "message": 'expected {"action": "snapshot"}'})))
 
-    async def chain_update(self, event: dict[str, Any]) -> None:
-        """A chain event sent to this consumer's own channel (the chain's group reaches it via the hub)."""
-        try:
-            chain = chain_event_payload(event)
-        except ValueError as exc:
-            logger.warning("chain websocket %s: skipping a malformed chain event: %s", self.group, exc)
-            return
-        self._enqueue({"type": "chain.update", "kind": event.get("kind", "delta"), "chain": chain})
-
     def deliver(self, event: dict[str, Any]) -> None:
-        """From the process's chain hub: {"type": "chain.update", "kind": "snapshot"|"delta", "chain": {...}}."""
+        """From the process's chain hub: a `chain.update` event whose payload is in `chain` (streaming.contract)."""
         self._enqueue(event)
 
     def _enqueue(self, item: Any) -> None:
@@ -191,11 +180,11 @@ class ChainConsumer(AsyncWebsocketConsumer):
                     await self._send_fresh_snapshot(forced=True)
                 elif isinstance(item, _Text):
                     await self.send(text_data=item.text)
-                elif item.get("kind") == "snapshot":
-                    if self.feed.on_snapshot(item["chain"]):
-                        await self._send("snapshot", item["chain"])
+                elif item.get(KIND) == SNAPSHOT:
+                    if self.feed.on_snapshot(item[CHAIN]):
+                        await self._send(SNAPSHOT, item[CHAIN])
                 else:
-                    await self._forward_delta(item["chain"])
+                    await self._forward_delta(item[CHAIN])
         except asyncio.CancelledError:
             raise
         except OSError as exc:  # the client went away mid-write: nothing to report
@@ -208,12 +197,12 @@ class ChainConsumer(AsyncWebsocketConsumer):
     async def _forward_delta(self, chain: dict[str, Any]) -> None:
         decision = self.feed.on_delta(chain)
         if decision is Decision.SEND:
-            await self._send("delta", chain)
+            await self._send(DELTA, chain)
         elif decision is Decision.RESYNC:
             self.feed.resyncs += 1
             await self._send_fresh_snapshot()
             if self.feed.on_delta(chain) is Decision.SEND:
-                await self._send("delta", chain)
+                await self._send(DELTA, chain)
             # Still a gap: the stored snapshot lags this delta; the next message retries.
 
     async def _send_fresh_snapshot(self, *, forced: bool = False) -> None:
@@ -223,7 +212,7 @@ class ChainConsumer(AsyncWebsocketConsumer):
                 await self.send(text_data=json.dumps({"type": "waiting", "message": "no data for this chain yet"}))
             return
         if self.feed.on_snapshot(snapshot, forced=forced):
-            await self._send("snapshot", snapshot)
+            await self._send(SNAPSHOT, snapshot)
 
     async def _send(self, kind: str, chain: dict[str, Any]) -> None:
         await self.send(text_data=_encoded.text(kind, chain))

@@ -32,7 +32,8 @@ from django.test import Client
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from streaming.snapshot_store import chain_group, chain_key
+from streaming.contract import chain_group
+from streaming.snapshot_store import chain_key
 
 pytestmark = [
     pytest.mark.redis,

@@ -19,6 +19,7 @@ from django.test import Client
 from django.urls import re_path
 
 from streaming import snapshot_store
+from streaming.contract import chain_group
 from streaming.web.consumers import CLOSE_LOGIN_REQUIRED, CLOSE_UNKNOWN_CHAIN, ChainConsumer
 from subscriptions.models import Instrument
 from tickerproject.asgi import application
@@ -133,7 +134,7 @@ def rows(message: dict) -> list[dict]:
 
 async def publish(kind: str, chain: dict) -> None:
     await get_channel_layer().group_send(
-        snapshot_store.chain_group("NIFTY", EXPIRY), {"type": "chain.update", "kind": kind, "chain": chain}
+        chain_group("NIFTY", EXPIRY), {"type": "chain.update", "kind": kind, "chain": chain}
     )
 
 
@@ -372,7 +373,7 @@ async def test_a_page_left_open_past_the_group_expiry_keeps_receiving(session_co
     ws = communicator(f"/ws/chain/NIFTY/{EXPIRY}/", session_cookie)
     await ws.connect()
     await ws.receive_json_from(timeout=2)
-    await forget_group_members(snapshot_store.chain_group("NIFTY", EXPIRY))
+    await forget_group_members(chain_group("NIFTY", EXPIRY))
     await asyncio.sleep(0.5)
     await publish("delta", chain_payload(2))
     assert (await ws.receive_json_from(timeout=2))["chain"]["seq"] == 2

@@ -14,7 +14,8 @@ import redis.asyncio as aioredis
 from channels.layers import InMemoryChannelLayer
 
 from core.ticks import MODE_FULL, TickBatch, empty_ticks
-from streaming.snapshot_store import chain_group, chain_key, get_chain_snapshot
+from streaming.contract import chain_event_payload, chain_group
+from streaming.snapshot_store import chain_key, get_chain_snapshot
 from streaming.ticker.circuit_breaker import CircuitBreaker
 from streaming.ticker.market_state import MarketState
 from streaming.ticker.publishers import (
@@ -25,7 +26,6 @@ from streaming.ticker.publishers import (
     _dumps,
     _SnapshotEncoder,
     chain_channel,
-    chain_event_payload,
     decode_latest,
     encode_chain_message,
     latest_records,

@@ -9,7 +9,8 @@ import time
 import pytest
 from channels.layers import InMemoryChannelLayer
 
-from streaming.snapshot_store import chain_group, get_chain_snapshot
+from streaming.contract import chain_group
+from streaming.snapshot_store import get_chain_snapshot
 from streaming.status import ticker_status
 from streaming.ticker.loop import LoopConfig, TickerLoop, account_mode, is_market_open
 from tests.streaming.ticker_support import close_db_connections, make_account, make_chain

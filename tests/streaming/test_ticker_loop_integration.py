@@ -13,7 +13,8 @@ import redis.exceptions as redis_errors
 from asgiref.sync import sync_to_async
 from channels.layers import InMemoryChannelLayer
 
-from streaming.snapshot_store import chain_group, chain_key
+from streaming.contract import chain_group
+from streaming.snapshot_store import chain_key
 from streaming.ticker.loop import LoopConfig, TickerLoop
 from streaming.ticker.publishers import LATEST_KEY, decode_latest
 from tests.streaming.ticker_support import RedisServer, close_db_connections, instrument_spec, make_account, make_chain
