@@ -48,8 +48,8 @@ class MockClock(Protocol):
 class MockMarket(Protocol):
     """The in-process market the mock sources step (`streaming.ticker.sources.MockConnectionSource`)."""
 
-    clock: MockClock
-
+    @property
+    def clock(self) -> MockClock: ...
     def set_instruments(self, specs: Iterable[Any]) -> None: ...
     def ticks(self, tokens: Any, modes: Any, *, now: float | None = None) -> Any: ...
 

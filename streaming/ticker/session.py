@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import logging
 import threading
 from collections.abc import Iterable
@@ -74,7 +75,7 @@ class SessionBackfills:
             if subscription_ids:
                 self._supervisor.start(
                     f"backfill:{account_id}:{today}",
-                    lambda ids=subscription_ids, a=account_id, d=today: self._in_thread(a, d, ids),
+                    functools.partial(self._in_thread, account_id, today, subscription_ids),
                     context={"account": account_id},
                 )
 
