@@ -1,4 +1,4 @@
-"""The ticker loop under load (issue 5): the Kite simulator (a separate process) streams ~9,000
+"""The ticker loop under load: the Kite simulator (a separate process) streams ~9,000
 instruments in full mode at one tick per second each over six connections (two accounts) to the
 ticker loop running in this process, exactly as `runticker` runs it (Kite client → columnar parser
 → market state → chain analytics → channel layer).
@@ -24,15 +24,14 @@ Figures (one JSON line each):
 The latency figures depend on what else runs on the machine: the loop is one thread, and a busy
 machine delays it (the CPU figure, process time over wall time, is robust to that; latency is not).
 
-The plan is synthetic (no database): it is handed to the loop through its `plan_loader` seam.
-`python -m benchmarks.bench_ticker --simulate PORT RATE` is the simulator child process.
+The workload is synthetic (`benchmarks.ticker_workload`, no database): its plan reaches the loop as the
+`plan_loader` of the ticker's wiring (`tickerproject.ticker_wiring`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import os
 import resource
 import shutil
@@ -45,152 +44,10 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import emit
+from benchmarks.ticker_workload import bench_instruments, bench_plan, free_port, start_simulator
 
-UNDERLYINGS = (  # name, index token (segment 9), spot, strike step
-    ("NIFTY", 256265, 24000.0, 50.0),
-    ("BANKNIFTY", 260105, 52000.0, 100.0),
-    ("FINNIFTY", 257801, 23000.0, 50.0),
-    ("MIDCPNIFTY", 288009, 12000.0, 25.0),
-)
-EXPIRIES = 3
-STRIKES = 375  # per expiry: 4 underlyings x 3 expiries x 375 strikes x 2 = 9,000 options (+ 4 indices)
-ACCOUNTS = 2
-CONNECTIONS = 3
 WARMUP_S = 4.0
 MEASURE_S = 20.0  # long enough that the VM's noise (±3 points of CPU over 8 s) settles
-
-
-def bench_instruments() -> list[Any]:
-    from mocking.market import InstrumentSpec
-
-    today = dt.date.today()
-    expiries = [today + dt.timedelta(days=7 * (n + 1)) for n in range(EXPIRIES)]
-    specs = []
-    exchange_token = 100_000
-    for name, index_token, spot, step in UNDERLYINGS:
-        specs.append(
-            InstrumentSpec(
-                instrument_token=index_token,
-                tradingsymbol=f"{name} INDEX",
-                underlying=name,
-                instrument_type="EQ",
-                segment="INDICES",
-                exchange="NSE",
-            )
-        )
-        for expiry in expiries:
-            first = spot - step * (STRIKES // 2)
-            for n in range(STRIKES):
-                strike = first + step * n
-                for kind in ("CE", "PE"):
-                    specs.append(
-                        InstrumentSpec(
-                            instrument_token=exchange_token * 256 + 2,
-                            tradingsymbol=f"{name}{expiry:%y%m%d}{int(strike)}{kind}",
-                            underlying=name,
-                            instrument_type=kind,
-                            strike=strike,
-                            expiry=expiry,
-                            tick_size=0.05,
-                            lot_size=75,
-                            segment="NFO-OPT",
-                            exchange="NFO",
-                        )
-                    )
-                    exchange_token += 1
-    return specs
-
-
-def bench_plan(specs: list[Any]) -> Any:
-    from subscriptions.assignment import Plan, PlannedAccount, PlannedInstrument
-
-    per_connection = -(-len(specs) // (ACCOUNTS * CONNECTIONS))
-    instruments = {}
-    for n, spec in enumerate(specs):
-        slot = n // per_connection
-        instruments[spec.instrument_token] = PlannedInstrument(
-            subscription_id=n + 1,
-            instrument_token=spec.instrument_token,
-            tradingsymbol=spec.tradingsymbol,
-            exchange=spec.exchange,
-            segment=spec.segment,
-            underlying=spec.underlying,
-            instrument_type=spec.instrument_type,
-            strike=spec.strike,
-            expiry=spec.expiry,
-            tick_size=spec.tick_size,
-            lot_size=spec.lot_size,
-            mode="full",
-            account_id=slot // CONNECTIONS + 1,
-            connection_index=slot % CONNECTIONS,
-        )
-    accounts = {
-        a: PlannedAccount(
-            account_id=a,
-            label=f"bench-{a}",
-            api_key=f"bench-key-{a}",
-            access_token=f"bench-token-{a}",
-            is_mock=False,
-            max_connections=CONNECTIONS,
-            instruments_per_connection=3000,
-            health="ok",
-            has_valid_token=True,
-        )
-        for a in range(1, ACCOUNTS + 1)
-    }
-    return Plan(instruments=instruments, accounts=accounts)
-
-
-# --- the simulator child process ------------------------------------------------------------------
-def simulate(port: int, rate: float) -> None:
-    from mocking.market import MockMarket
-    from mocking.simulator.server import start_simulator
-    from mocking.simulator.state import SimulatorState
-
-    specs = bench_instruments()
-    state = SimulatorState(ticks_per_second=rate)
-    state.market = MockMarket(seed=11, max_state=len(specs) + 100)
-    state.market.set_instruments(specs)
-    for a in range(1, ACCOUNTS + 1):
-        state.register_account(f"bench-key-{a}", "secret", f"bench-token-{a}")
-    handle = start_simulator(state, port=port)
-    print("ready", flush=True)
-    stopped = False
-
-    def stop(*_: Any) -> None:
-        nonlocal stopped
-        stopped = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    while not stopped:
-        time.sleep(0.2)
-    handle.stop()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _start_simulator(rate: float) -> tuple[subprocess.Popen, int]:
-    port = _free_port()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    child = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.bench_ticker", "--simulate", str(port), str(rate)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=env,
-    )
-    line = child.stdout.readline()
-    if "ready" not in line:
-        child.kill()
-        raise RuntimeError("the simulator did not start")
-    return child, port
 
 
 def _rss_mb() -> float:
@@ -222,13 +79,14 @@ async def _run_once(
     from channels.layers import InMemoryChannelLayer
 
     from streaming.contract import chain_group
-    from streaming.ticker.loop import LoopConfig, TickerLoop
+    from streaming.ticker.config import LoopConfig
     from streaming.ticker.runtime import tune_gc_for_streaming
     from streaming.web.chain_hub import ChainHub
+    from tickerproject.ticker_wiring import build_ticker_loop
 
     specs = bench_instruments()
     plan = bench_plan(specs)
-    child, port = _start_simulator(rate)
+    child, port = start_simulator(rate)
     layer = _redis_layer(redis_url) if redis_channel_layer and redis_url else InMemoryChannelLayer(capacity=1000)
     redis = None
     if redis_url:
@@ -243,8 +101,8 @@ async def _run_once(
         backfill_on_start=False,
         reload_check_interval_s=None,
     )
-    loop = TickerLoop(
-        config, channel_layer=layer, redis=redis, use_redis=redis is not None, plan_loader=lambda mode: (plan, set())
+    loop = build_ticker_loop(
+        config, plan_loader=lambda mode: (plan, set()), channel_layer=layer, redis=redis, use_redis=redis is not None
     )
     stop = asyncio.Event()
     task = asyncio.create_task(loop.run(stop))
@@ -314,7 +172,8 @@ async def _max_ingest(*, seconds: float = 6.0, packets_per_frame: int = 250) -> 
     from core.kite.columnar import parse_batch
     from core.kite.packer import pack_ticks
     from mocking.market import MockMarket
-    from streaming.ticker.loop import LoopConfig, TickerLoop
+    from streaming.ticker.config import LoopConfig
+    from tickerproject.ticker_wiring import build_ticker_loop
 
     specs = bench_instruments()
     plan = bench_plan(specs)
@@ -326,7 +185,7 @@ async def _max_ingest(*, seconds: float = 6.0, packets_per_frame: int = 250) -> 
         batch = market.ticks(tokens, np.full(len(tokens), 2, dtype=np.int8), now=time.time() + step)
         for start in range(0, len(batch.ticks), packets_per_frame):
             frames.append(pack_ticks(batch.ticks[start : start + packets_per_frame]))
-    loop = TickerLoop(
+    loop = build_ticker_loop(
         LoopConfig(mode="live", backfill_on_start=False), channel_layer=InMemoryChannelLayer(), use_redis=False
     )
     loop.plan = plan
@@ -404,7 +263,7 @@ def _redis_server() -> tuple[subprocess.Popen, str] | None:
     binary = shutil.which("redis-server")
     if not binary:
         return None
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL,
@@ -511,9 +370,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) >= 4 and sys.argv[1] == "--simulate":
-        simulate(int(sys.argv[2]), float(sys.argv[3]))
-    elif len(sys.argv) == 3 and sys.argv[1] == "--scenario":
+    if len(sys.argv) == 3 and sys.argv[1] == "--scenario":
         import json
 
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tickerproject.settings")

@@ -1,7 +1,7 @@
 """Soak the full stack: `python -m benchmarks.soak --seconds N [--interval S]` (`make soak`).
 
 The [ticker] benchmark load, as separate processes like a deployment: `manage.py runsimulator`
-streaming the 9,004 instruments of `benchmarks.bench_ticker` (4 indices + 9,000 options) in full
+streaming the 9,004 instruments of `benchmarks.ticker_workload` (4 indices + 9,000 options) in full
 mode at 1 tick/s each, `manage.py runticker --mode live` (2 accounts x 3 connections), an ASGI web
 worker (uvicorn) with signed-in websocket viewers on every chain (`benchmarks.soak_viewers`,
 `--viewers-per-chain`, default 1) and a Celery worker, on a PostgreSQL database created for the run (the server at
@@ -39,7 +39,7 @@ def seed(accounts: int = ACCOUNTS) -> dict[str, Any]:
 
     from django.utils import timezone
 
-    from benchmarks.bench_ticker import bench_instruments
+    from benchmarks.ticker_workload import bench_instruments
     from subscriptions.models import Instrument, Subscription, TradingAccount
 
     for n in range(accounts):

@@ -9,16 +9,12 @@ import logging
 from typing import Any
 
 from celery import shared_task
-from django.conf import settings
 
 from history.models import BackfillRun
+from history.services.backfill_lock import BACKFILL_LOCK, BACKFILL_SOFT_TIME_LIMIT, BACKFILL_TIME_LIMIT
 from tickerproject.platform.locks import task_lock
 
 logger = logging.getLogger(__name__)
-
-BACKFILL_LOCK = "history.backfill"
-BACKFILL_TIME_LIMIT = settings.CELERY_TASK_TIME_LIMIT
-BACKFILL_SOFT_TIME_LIMIT = settings.CELERY_TASK_SOFT_TIME_LIMIT
 
 
 def _summary(run: BackfillRun) -> dict[str, Any]:

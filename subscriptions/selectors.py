@@ -1,4 +1,4 @@
-"""Reads: option chains, account capacity, the instrument to subscribe by default."""
+"""Reads: option chains, account capacity, the instrument to subscribe by default, exchange holidays."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import cast
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
-from subscriptions.models import IST, Instrument, Subscription, TradingAccount
+from subscriptions.models import IST, Instrument, MarketHoliday, Subscription, TradingAccount
 
 OPTION_TYPES = (Instrument.InstrumentType.CE, Instrument.InstrumentType.PE)
 
@@ -94,3 +94,13 @@ def active_account_with_token(*, now: dt.datetime | None = None) -> TradingAccou
     usable = [a for a in candidates.order_by("label") if a.health != TradingAccount.Health.AUTH_FAILED]
     usable.sort(key=lambda a: a.health != TradingAccount.Health.OK)  # healthy ones first, then by label
     return usable[0] if usable else None
+
+
+def market_holiday_dates(*, exchange: str = "NSE") -> set[dt.date]:
+    """The exchange's holidays, every one recorded."""
+    return set(MarketHoliday.objects.filter(exchange=exchange).values_list("date", flat=True))
+
+
+def subscribed_instrument_ids(*, subscription_ids: list[int]) -> list[int]:
+    """The ids of the instruments these subscriptions are for."""
+    return list(Instrument.objects.filter(subscriptions__id__in=subscription_ids).values_list("id", flat=True))

@@ -2,12 +2,10 @@
 
 One asyncio loop does it all (`TickerLoop.run(stop_event)`):
 
-- the plan (`subscriptions.services.reconcile.load_plan`) says which token streams on which account
-  and connection in which mode; each (account, connection) gets a tick source (`streaming.ticker.sources`):
-  a Kite WebSocket for an account in live mode, the in-process mock market otherwise. Mode per
-  account: `auto` is live for a non-mock account with a valid token during NSE hours (09:15-15:30
-  IST, Monday-Friday, not a MarketHoliday), mock otherwise; `live`/`mock` force it (mock accounts
-  are always mock);
+- the plan (from the injected `plan_loader`, `streaming.ticker.dependencies`) says which token
+  streams on which account and connection in which mode; each (account, connection) this ticker
+  holds the lease of gets a tick source (`streaming.ticker.source_set`): a Kite WebSocket for an
+  account in live mode, the in-process mock market otherwise (`streaming.ticker.modes` says which);
 - the hot path (`_on_ticks`) writes a TickBatch into the numpy market state and wakes the flusher:
   no ORM, no per-tick Python;
 - the flusher builds each chain's delta from the state (greeks at most every
@@ -16,12 +14,15 @@ One asyncio loop does it all (`TickerLoop.run(stop_event)`):
   web process paces it for browsers, at most every CHAIN_PUBLISH_INTERVAL_MS), and
   offers it with the latest ticks to the Redis writer (behind the circuit breaker);
 - reloads (`streaming.ticker.reloader`: notifications after commit, a periodic check) reconcile, reload
-  the plan and send only the difference on the wire; a token rejected by Kite marks the account
-  `auth_failed` in the database (in a worker thread, off the hot path) and asks for a reload, which
-  moves its instruments to healthy accounts;
-- once per account per day at session start the history service backfills what is missing, holding
-  the history backfill lock (history.tasks.BACKFILL_LOCK) so it never runs alongside a Celery backfill;
+  the plan and send only the difference on the wire; a token rejected by Kite is recorded as an
+  auth failure (in a worker thread, off the hot path) and asks for a reload, which moves its
+  instruments to healthy accounts;
+- once per account per day at session start the injected session backfill fills what history is
+  missing (`streaming.ticker.session`);
 - every background task runs under the task supervisor; `stop_event` ends it all within 5 s.
+
+Whatever touches the database or another app comes in through `TickerDependencies`, built by the
+composition root (`tickerproject.ticker_wiring`).
 """
 
 from __future__ import annotations
@@ -30,92 +31,39 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-import math
 import os
 import socket
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from asgiref.sync import sync_to_async
 
-from core.calendar import IST, TradingCalendar
+from core.calendar import IST
 from core.ticks import TickBatch
 from streaming.contract import DELTA, SNAPSHOT
 from streaming.status import StatusBoard, publish_local, publish_redis
 from streaming.ticker.chains import ChainBook, ChainSpec, build_chain_registry
+from streaming.ticker.config import LoopConfig
+from streaming.ticker.dependencies import TickerDependencies
 from streaming.ticker.leases import LocalLeases, RedisLeases
 from streaming.ticker.market_state import MarketState
+from streaming.ticker.modes import MODES, account_mode, is_market_open, session_day
 from streaming.ticker.publishers import ChannelPublisher, RedisPublisher, encode_chain_message, latest_records
-from streaming.ticker.sources import KiteConnectionSource, MockConnectionSource
+from streaming.ticker.session import PreviousCloseOI, SessionBackfills
+from streaming.ticker.source_set import SourceSet
+from streaming.ticker.sources import KiteConnectionSource
 from streaming.ticker.supervisor import TaskSupervisor
 
 log = logging.getLogger(__name__)
 
-MODES = ("auto", "live", "mock")
 # A lease lives 10 s in Redis; its holder stops streaming 2 s before that (checked every second), so
 # a ticker that lost Redis has stopped before another one can take the account over.
 LEASE_TTL_MS = 10_000
 LEASE_SAFETY_MS = 2_000
 LEASE_CHECK_S = 1.0
-
-
-def is_market_open(now: dt.datetime, holidays: Iterable[dt.date] = ()) -> bool:
-    """NSE derivatives hours: 09:15-15:30 IST, Monday to Friday, not on an exchange holiday."""
-    return TradingCalendar(holidays).is_open(now)
-
-
-def session_day(now: dt.datetime, holidays: Iterable[dt.date] = ()) -> dt.date:
-    """The trading day whose session is running or last ran at `now` (IST): the one the mock market
-    plays at night, and whose previous close OI change is counted against."""
-    return TradingCalendar(holidays).last_session_day(now)
-
-
-def account_mode(*, forced: str, is_mock: bool, has_valid_token: bool, market_open: bool) -> str:
-    """'live' or 'mock' for one account (see the module docstring)."""
-    if forced not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {forced!r}")
-    if is_mock or forced == "mock":
-        return "mock"
-    if forced == "live":
-        return "live"
-    return "live" if has_valid_token and market_open else "mock"
-
-
-@dataclass
-class LoopConfig:
-    mode: str = "auto"
-    ws_root: str = "wss://ws.kite.trade"
-    greeks_interval_s: float = 0.2
-    stream_interval_s: float = 0.05
-    mock_interval_s: float = 0.5
-    rate: float = 0.065
-    mock_seed: int = 1
-    mock_max_state: int = 5000
-    status_interval_s: float = 1.0
-    reload_check_interval_s: float | None = 30.0
-    backfill_on_start: bool = True
-    stop_deadline_s: float = 4.0
-    client_options: dict[str, Any] = field(default_factory=dict)  # e.g. silence_timeout for tests
-
-    @classmethod
-    def from_settings(cls, **overrides: Any) -> LoopConfig:
-        from django.conf import settings
-
-        values = {
-            "mode": settings.TICKER_MODE,
-            "ws_root": settings.KITE_WS_ROOT,
-            "greeks_interval_s": settings.CHAIN_GREEKS_INTERVAL_MS / 1000,
-            "stream_interval_s": settings.CHAIN_STREAM_INTERVAL_MS / 1000,
-            "mock_interval_s": settings.MOCK_TICK_INTERVAL_MS / 1000,
-            "rate": settings.RISK_FREE_RATE,
-            "mock_seed": settings.MOCK_SEED,
-            "mock_max_state": settings.MOCK_STATE_MAX_SIZE,
-        }
-        values.update(overrides)
-        return cls(**values)
 
 
 @dataclass
@@ -125,41 +73,29 @@ class _Chain:
 
 
 class TickerLoop:
-    """See the module docstring. Collaborators are injectable for tests; defaults come from the apps."""
+    """See the module docstring. What it reads and writes outside streaming comes from `dependencies`."""
 
     def __init__(
         self,
         config: LoopConfig | None = None,
         *,
+        dependencies: TickerDependencies,
         channel_layer: Any = None,
         redis: Any = None,  # redis.asyncio.Redis for publishing; None: settings.REDIS_URL or no Redis
         use_redis: bool | None = None,
         now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
-        plan_loader: Callable[[str], tuple[Any, set[dt.date]]] | None = None,
         leases: Any = None,  # streaming.ticker.leases.Leases; default: Redis leases when REDIS_URL, else local
         ticker_id: str | None = None,  # the lease owner; default "host:pid"
-        prev_close_loader: Callable[[list[int], dt.date], dict[int, float]] | None = None,
     ) -> None:
-        """`plan_loader(mode) -> (plan, holidays)` runs in a worker thread; the default reconciles and
-        reads the database (benchmarks pass a synthetic plan instead). `prev_close_loader(subscription
-        ids, session day) -> {token: OI}` too; the default reads the day candles from history when the
-        plan comes from the database, and knows nothing with a synthetic plan."""
         from django.conf import settings
 
         self.config = config or LoopConfig.from_settings()
         self.now = now
-        self.plan_loader = plan_loader or _reconcile_and_load
-        if prev_close_loader is None:
-            prev_close_loader = _load_prev_close_oi if plan_loader is None else (lambda ids, day: {})
-        self.prev_close_loader = prev_close_loader
-        self.prev_close_oi: dict[int, float] = {}  # option token -> OI at the previous session's close
-        self._prev_close_day: dt.date | None = None
-        self._prev_close_asked: set[int] = set()  # subscription ids already looked up for that day
+        self.dependencies = dependencies
+        self.previous_close = PreviousCloseOI(dependencies.prev_close_loader)
         self.ticker_id = ticker_id or f"{socket.gethostname()}:{os.getpid()}"
         self.state = MarketState(capacity=4096)
         self.chains: dict[tuple[str, str], _Chain] = {}
-        self.sources: dict[tuple[int, int], Any] = {}
-        self.account_modes: dict[int, str] = {}
         self.plan: Any = None
         self.holidays: set[dt.date] = set()
         self.board = StatusBoard(ticker_id=self.ticker_id)
@@ -188,23 +124,45 @@ class TickerLoop:
             else:
                 leases = LocalLeases(owner=self.ticker_id)
         self.leases = leases
-        self.market: Any = None  # the in-process MockMarket, created on first need
-        self._market_tokens: set[int] = set()
+        self.source_set = SourceSet(
+            config=self.config,
+            leases=leases,
+            board=self.board,
+            supervisor=self.supervisor,
+            on_ticks=self._on_ticks,
+            on_auth_failure=self._on_auth_failure,
+            mock_market_factory=dependencies.mock_market_factory,
+            mock_instrument_spec=dependencies.mock_instrument_spec,
+        )
+        self.backfills = SessionBackfills(dependencies.session_backfill, self.supervisor)
         self._dirty = asyncio.Event()
         self._latest_seq = 0
-        self._tokens_cache: tuple[Any, dict[Any, dict[int, str]]] | None = None
-        self._tokens_of: dict[int, str] = {}  # account id -> access token in use (never logged)
-        self._backfilled: set[tuple[int, dt.date]] = set()
-        self._stop_backfill = threading.Event()
         self._reloader: Any = None
         self.reloads = 0
         self._unplaced = 0
-        self._held_applied: set[int] = set()
         self.auth_failures = 0
         self.started = asyncio.Event()
         # Set to a list to collect every tick-to-channel latency (s): the benchmarks do. None in
         # runticker, where nothing drains it (the histogram in /metrics/ has the distribution).
         self.pending_latency: list[float] | None = None
+
+    @property
+    def sources(self) -> dict[tuple[int, int], Any]:
+        return self.source_set.sources
+
+    @property
+    def account_modes(self) -> dict[int, str]:
+        return self.source_set.account_modes
+
+    @property
+    def market(self) -> Any:
+        """The in-process mock market, once a mock connection needed it."""
+        return self.source_set.market
+
+    @property
+    def prev_close_oi(self) -> dict[int, float]:
+        """Option token -> OI at the previous session's close."""
+        return self.previous_close.by_token
 
     # --- lifecycle ------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -228,7 +186,7 @@ class TickerLoop:
 
     async def shutdown(self) -> None:
         deadline = self.config.stop_deadline_s
-        self._stop_backfill.set()
+        self.backfills.stop.set()
         sources = list(self.sources.values())
         with contextlib.suppress(Exception):
             await asyncio.wait_for(
@@ -250,22 +208,7 @@ class TickerLoop:
 
     def describe(self) -> str:
         """One line per account: which it streams and in which mode (for the command's output)."""
-        if self.plan is None:
-            return "no plan"
-        counts: dict[int, int] = {}
-        for (account_id, _), source in self.sources.items():
-            counts[account_id] = counts.get(account_id, 0) + len(source.subscriptions)
-        parts = []
-        for account_id, account in sorted(self.plan.accounts.items()):
-            if account_id in self.account_modes:
-                parts.append(
-                    f"{account.label}: {self.account_modes[account_id]}, {counts.get(account_id, 0)} instruments, "
-                    f"{sum(1 for a, _ in self.sources if a == account_id)} connection(s)"
-                )
-        unplaced = len(self.plan.unplaced())
-        if unplaced:
-            parts.append(f"{unplaced} subscription(s) not streamed (over capacity or no usable account)")
-        return "; ".join(parts) or "no accounts streaming"
+        return "no plan" if self.plan is None else self.source_set.describe(self.plan)
 
     # --- the hot path ---------------------------------------------------------------------------
     def _on_ticks(self, batch: TickBatch, account_id: int, connection_index: int) -> None:
@@ -411,9 +354,7 @@ class TickerLoop:
     # --- reloads: plan → sources --------------------------------------------------------------------
     async def perform_reload(self, request_ids: list[str]) -> None:
         """Reconcile, load the plan, and move the running connections to it (only the difference)."""
-        from asgiref.sync import sync_to_async
-
-        plan, holidays = await sync_to_async(self.plan_loader, thread_sensitive=False)(self.config.mode)
+        plan, holidays = await sync_to_async(self.dependencies.plan_loader, thread_sensitive=False)(self.config.mode)
         self.holidays = holidays
         await self._load_prev_close(plan)
         await self._sync_leases(plan)
@@ -424,31 +365,9 @@ class TickerLoop:
             self._backfill_new_sessions()
 
     async def _load_prev_close(self, plan: Any) -> None:
-        """OI at the previous close for the plan's options not looked up yet this session (in a
-        worker thread, off the hot path); a new session day starts over, and running chains move
-        their OI-change base to it."""
-        from asgiref.sync import sync_to_async
-
-        day = session_day(self.now(), self.holidays)
-        new_day = day != self._prev_close_day
-        if new_day:
-            self._prev_close_day = day
-            self.prev_close_oi = {}
-            self._prev_close_asked = set()
-        wanted = [
-            i.subscription_id
-            for i in plan.instruments.values()
-            if i.instrument_type in ("CE", "PE") and i.subscription_id not in self._prev_close_asked
-        ]
-        if wanted:
-            try:
-                found = await sync_to_async(self.prev_close_loader, thread_sensitive=False)(wanted, day)
-            except Exception:
-                log.exception("could not read the previous close OI; OI change counts from the first OI seen")
-                found = {}
-            self.prev_close_oi.update(found)
-            self._prev_close_asked.update(wanted)
-        if new_day:
+        """OI at the previous close for the plan's options not looked up yet this session; a new
+        session day starts over, and running chains move their OI-change base to it."""
+        if await self.previous_close.load(plan, session_day(self.now(), self.holidays)):
             for chain in self.chains.values():
                 chain.book.reset_prev_close_oi(self.prev_close_oi)
 
@@ -458,75 +377,10 @@ class TickerLoop:
         instruments = list(plan.instruments.values())
         self.state.register([i.instrument_token for i in instruments])
         self._rebuild_chains(instruments)
-        # Only the accounts this ticker holds the lease of; another ticker streams the others.
-        desired = {p: t for p, t in self._connection_tokens(plan).items() if self.leases.holds(p.account_id)}
-        self._held_applied = {p.account_id for p in desired}
-        modes = {
-            account_id: account_mode(
-                forced=self.config.mode,
-                is_mock=account.is_mock,
-                has_valid_token=account.has_valid_token,
-                market_open=market_open,
-            )
-            for account_id, account in plan.accounts.items()
-        }
-        # Close what the plan no longer wants (or wants in another mode / with another token).
-        for key, source in list(self.sources.items()):
-            account_id, index = key
-            placement_wanted = any(p.account_id == account_id and p.connection_index == index for p in desired)
-            token_changed = (
-                source.kind == "live"
-                and account_id in plan.accounts
-                and plan.accounts[account_id].access_token != self._tokens_of.get(account_id)
-            )
-            if not placement_wanted or modes.get(account_id) != source.kind:
-                self._close_source(key)
-            elif token_changed:
-                source.update_token(plan.accounts[account_id].access_token)
-        for account_id, account in plan.accounts.items():
-            self._tokens_of[account_id] = account.access_token
-        self.account_modes = {a: m for a, m in modes.items() if any(p.account_id == a for p in desired)}
-        for account_id, mode in modes.items():
-            account = plan.accounts[account_id]
-            self.board.accounts[account_id] = {
-                "label": account.label,
-                "mode": mode,
-                "health": account.health,
-                "streaming": account_id in self.account_modes,
-            }
-        for placement, tokens in desired.items():
-            key = (placement.account_id, placement.connection_index)
-            mode = modes.get(placement.account_id, "mock")
-            source = self.sources.get(key)
-            if source is None:
-                source = self._open_source(plan.accounts[placement.account_id], placement.connection_index, mode)
-                if source is None:
-                    continue
-            current = source.subscriptions
-            subscribe = {t: m for t, m in tokens.items() if current.get(t) != m}
-            unsubscribe = [t for t in current if t not in tokens]
-            if mode == "mock":
-                self._ensure_mock_instruments([plan.instruments[t] for t in subscribe])
-            if subscribe or unsubscribe:
-                source.apply_diff(subscribe=subscribe, unsubscribe=unsubscribe)
-            self.board.set_connection(
-                account_id=placement.account_id,
-                label=plan.accounts[placement.account_id].label,
-                connection_index=placement.connection_index,
-                mode=mode,
-                instruments=len(tokens),
-            )
-
-    def _connection_tokens(self, plan: Any) -> dict[Any, dict[int, str]]:
-        """`plan.connection_tokens()`, computed once per plan: it walks every instrument, and the
-        lease check asks for it every second."""
-        if self._tokens_cache is None or self._tokens_cache[0] is not plan:
-            self._tokens_cache = (plan, plan.connection_tokens())
-        return self._tokens_cache[1]
+        self.source_set.apply(plan, market_open=market_open, holidays=self.holidays)
 
     async def _sync_leases(self, plan: Any) -> set[int]:
-        wanted = {p.account_id for p in self._connection_tokens(plan)}
-        return await self.leases.sync(wanted)
+        return await self.leases.sync(self.source_set.wanted_accounts(plan))
 
     async def _leases_forever(self) -> None:
         """Renew the leases every second; start or stop accounts when what this ticker holds changes
@@ -536,8 +390,8 @@ class TickerLoop:
             if self.plan is None:
                 continue
             held = await self._sync_leases(self.plan)
-            wanted = {p.account_id for p in self._connection_tokens(self.plan)}
-            if held & wanted != self._held_applied:
+            wanted = self.source_set.wanted_accounts(self.plan)
+            if held & wanted != self.source_set.held_applied:
                 log.info("ticker %s now streams accounts %s", self.ticker_id, sorted(held & wanted))
                 self._apply_plan(self.plan, market_open=is_market_open(self.now(), self.holidays))
                 if self.config.backfill_on_start:
@@ -564,85 +418,15 @@ class TickerLoop:
         self.chains = chains
         self._dirty.set()
 
-    def _open_source(self, account: Any, connection_index: int, mode: str) -> Any:
-        key = (account.account_id, connection_index)
-
-        def on_ticks(batch: TickBatch, a: int = account.account_id, c: int = connection_index) -> None:
-            self._on_ticks(batch, a, c)
-
-        if mode == "live":
-            source = KiteConnectionSource(
-                account_id=account.account_id,
-                connection_index=connection_index,
-                api_key=account.api_key,
-                access_token=account.access_token,
-                root=self.config.ws_root,
-                on_ticks=on_ticks,
-                on_auth_failure=self._on_auth_failure,
-                **self.config.client_options,
-            )
-            run = source.client.run
-        else:
-            source = MockConnectionSource(
-                account_id=account.account_id,
-                connection_index=connection_index,
-                market=self._mock_market(),
-                on_ticks=on_ticks,
-                interval_s=self.config.mock_interval_s,
-            )
-            run = source.run
-        self.sources[key] = source
-        self.supervisor.start(
-            _task_name(key),
-            run,
-            context={"account": account.label, "connection": connection_index, "mode": mode},
-        )
-        log.info("account %s connection %d: streaming (%s)", account.label, connection_index, mode)
-        return source
-
-    def _close_source(self, key: tuple[int, int]) -> None:
-        source = self.sources.pop(key)
-        self.board.drop_connection(*key)
-        name = _task_name(key)
-
-        async def close() -> None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(source.close(), timeout=2.0)
-            await self.supervisor.cancel(name, deadline_s=2.0)
-
-        asyncio.get_running_loop().create_task(close(), name=f"close:{name}")
-
-    def _mock_market(self) -> Any:
-        if self.market is None:
-            from mocking.market import MockMarket, SessionClock
-
-            self.market = MockMarket(
-                seed=self.config.mock_seed,
-                max_state=max(self.config.mock_max_state, 10_000),
-                rate=self.config.rate,
-                clock=SessionClock(holidays=self.holidays),
-            )
-        return self.market
-
-    def _ensure_mock_instruments(self, instruments: list[Any]) -> None:
-        from mocking.market import InstrumentSpec
-
-        new = [i for i in instruments if i.instrument_token not in self._market_tokens]
-        if not new:
-            return
-        self._mock_market().set_instruments(InstrumentSpec.from_instrument(i) for i in new)
-        self._market_tokens.update(i.instrument_token for i in new)
-
     # --- auth failures -------------------------------------------------------------------------------
     async def _on_auth_failure(self, source: KiteConnectionSource, error: Exception) -> None:
-        """Mark the account auth_failed (in a worker thread) and reload, which moves its instruments."""
-        from asgiref.sync import sync_to_async
-
+        """Record the account's auth failure (in a worker thread) and reload, which moves its instruments."""
         self.auth_failures += 1
         account_id = source.account_id
         log.error("account %s: the ticker rejected its token; moving its instruments", account_id)
         try:
-            await sync_to_async(_mark_auth_failed, thread_sensitive=False)(account_id, str(error))
+            record = sync_to_async(self.dependencies.record_auth_failure, thread_sensitive=False)
+            await record(account_id=account_id, error=str(error))
         except Exception:
             log.exception("could not record the auth failure of account %s", account_id)
         if self._reloader is not None:
@@ -651,23 +435,7 @@ class TickerLoop:
     # --- history backfill once per account per day -------------------------------------------------
     def _backfill_new_sessions(self) -> None:
         today = self.now().astimezone(IST).date()
-        for account_id in self.account_modes:
-            if (account_id, today) in self._backfilled:
-                continue
-            self._backfilled.add((account_id, today))
-            subscription_ids = [i.subscription_id for i in self.plan.instruments.values() if i.account_id == account_id]
-            if subscription_ids:
-                self.supervisor.start(
-                    f"backfill:{account_id}:{today}",
-                    lambda ids=subscription_ids, a=account_id, d=today: _backfill_in_thread(
-                        a, d, ids, self._stop_backfill
-                    ),
-                    context={"account": account_id},
-                )
-
-
-def _task_name(key: tuple[int, int]) -> str:
-    return f"source:{key[0]}/{key[1]}"
+        self.backfills.start_new(plan=self.plan, account_ids=self.account_modes, today=today)
 
 
 def _same_spec(a: ChainSpec, b: ChainSpec) -> bool:
@@ -679,175 +447,4 @@ def _same_spec(a: ChainSpec, b: ChainSpec) -> bool:
     )
 
 
-# --- database work, run in worker threads (never on the event loop) ---------------------------------
-def _reconcile_and_load(mode: str) -> tuple[Any, set[dt.date]]:
-    from django.db import close_old_connections
-
-    from subscriptions.models import MarketHoliday
-    from subscriptions.services.reconcile import load_plan, reconcile_subscriptions
-
-    close_old_connections()
-    try:
-        # The loop applies the result itself: no notification back to its own reloader.
-        reconcile_subscriptions(mode=mode, notify=False)
-        plan = load_plan()
-        holidays = set(MarketHoliday.objects.filter(exchange="NSE").values_list("date", flat=True))
-        return plan, holidays
-    finally:
-        close_old_connections()
-
-
-def _load_prev_close_oi(subscription_ids: list[int], day: dt.date) -> dict[int, float]:
-    """Instrument token -> the OI of its latest day candle before `day` (the previous close), for the
-    subscriptions' instruments that have one. Mock candles count: in mock mode they are the history."""
-    from django.db import close_old_connections
-    from django.db.models import OuterRef, Subquery
-
-    from history.models import Candle
-    from subscriptions.models import Instrument
-
-    before = dt.datetime.combine(day, dt.time(0, 0), tzinfo=IST)
-    close_old_connections()
-    try:
-        found: dict[int, float] = {}
-        for start in range(0, len(subscription_ids), 500):
-            chunk = subscription_ids[start : start + 500]
-            last_oi = (
-                Candle.objects.filter(
-                    instrument=OuterRef("pk"), interval=Candle.Interval.DAY, timestamp__lt=before, oi__isnull=False
-                )
-                .order_by("-timestamp")
-                .values("oi")[:1]
-            )
-            rows = (
-                Instrument.objects.filter(subscriptions__id__in=chunk)
-                .annotate(prev_oi=Subquery(last_oi))
-                .values_list("instrument_token", "prev_oi")
-            )
-            found.update({int(token): float(oi) for token, oi in rows if oi is not None})
-        return found
-    finally:
-        close_old_connections()
-
-
-def _mark_auth_failed(account_id: int, error: str) -> None:
-    from django.db import close_old_connections
-
-    from subscriptions.models import TradingAccount
-    from subscriptions.services.accounts import account_record_health
-
-    close_old_connections()
-    try:
-        account = TradingAccount.objects.get(pk=account_id)
-        account_record_health(account=account, health=TradingAccount.Health.AUTH_FAILED, error=error)
-    finally:
-        close_old_connections()
-
-
-async def _backfill_in_thread(
-    account_id: int, day: dt.date, subscription_ids: list[int], stop: threading.Event
-) -> None:
-    """Run the session backfill in a daemon thread (so a stopping ticker never waits for it) and
-    wait for it here, under the supervisor."""
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future = loop.create_future()
-
-    def settle(error: BaseException | None) -> None:
-        if not done.done():
-            done.set_exception(error) if error is not None else done.set_result(None)
-
-    def target() -> None:
-        error: BaseException | None = None
-        try:
-            _backfill_session(account_id, day, subscription_ids, stop)
-        except BaseException as exc:  # reported to the supervisor through the future
-            error = exc
-        with contextlib.suppress(RuntimeError):  # the loop may be gone when the ticker stopped
-            loop.call_soon_threadsafe(settle, error)
-
-    threading.Thread(target=target, name=f"session-backfill-{account_id}", daemon=True).start()
-    try:
-        await done
-    except asyncio.CancelledError:
-        stop.set()
-        raise
-
-
-# How long the session backfill waits between attempts at the history backfill lock.
-BACKFILL_LOCK_POLL_S = 1.0
-# The session backfill stops this long before the lock it holds would expire, so a Celery backfill can
-# never start alongside it (the run is resumable: the next one continues where it stopped).
-BACKFILL_LOCK_MARGIN_S = 60.0
-
-
-@contextlib.contextmanager
-def _history_backfill_lock(stop: threading.Event, *, account_id: int) -> Iterator[float]:
-    """Hold the lock every history backfill holds (history.tasks.BACKFILL_LOCK, Celery's `backfill`
-    and `backfill_subscription` included), waiting while another one runs: when it is released this
-    run finds that work covered and fetches only the rest. Yields the monotonic time by which the
-    holder must be done (the lock expires after that)."""
-    from history.services.backfill import BackfillCancelled
-    from history.tasks import BACKFILL_LOCK, BACKFILL_TIME_LIMIT
-    from tickerproject.platform.locks import task_lock
-
-    timeout = BACKFILL_TIME_LIMIT + 60
-    waiting = False
-    while True:
-        if stop.is_set():
-            raise BackfillCancelled("the ticker is stopping")
-        with task_lock(BACKFILL_LOCK, timeout=timeout, wait=BACKFILL_LOCK_POLL_S) as acquired:
-            if acquired:
-                yield time.monotonic() + timeout - BACKFILL_LOCK_MARGIN_S
-                return
-        if not waiting:
-            waiting = True
-            log.info("session backfill for account %s waits for the backfill that is running", account_id)
-
-
-def _backfill_session(account_id: int, day: dt.date, subscription_ids: list[int], stop: threading.Event) -> None:
-    """Ask the history service for what is missing, once per account per day across tickers, never
-    alongside another backfill (see `_history_backfill_lock`). It yields the CPU half the time (the
-    ticker shares the process) and ends early when `stop` is set."""
-    from django.core.cache import cache
-    from django.db import close_old_connections
-
-    from history.services.backfill import BackfillCancelled, backfill_run
-    from subscriptions.models import Instrument
-
-    close_old_connections()
-    last = time.monotonic()
-    must_end_by = math.inf
-    cancelled = False
-
-    def on_progress(run: Any, advanced: int) -> None:
-        nonlocal last, cancelled
-        if stop.is_set() or time.monotonic() >= must_end_by:
-            cancelled = True
-            # The run ends partial (resumable), logged without a traceback: a deliberate stop.
-            raise BackfillCancelled(
-                "the ticker is stopping" if stop.is_set() else "the history backfill lock is about to expire"
-            )
-        time.sleep(min(time.monotonic() - last, 0.5))  # a 50% duty cycle at most
-        last = time.monotonic()
-
-    key = f"ticker:backfill:{account_id}:{day.isoformat()}"
-    try:
-        if not cache.add(key, 1, timeout=36 * 3600):
-            return
-        try:
-            ids = list(Instrument.objects.filter(subscriptions__id__in=subscription_ids).values_list("id", flat=True))
-            with _history_backfill_lock(stop, account_id=account_id) as must_end_by:
-                run = backfill_run(
-                    instrument_ids=ids, trigger=f"ticker session start, account {account_id}", on_progress=on_progress
-                )
-        except BaseException:
-            cache.delete(key)
-            raise
-        if run.status == "failed" or cancelled:  # broken or stopped early: the next start tries again
-            cache.delete(key)
-        log.info("session backfill for account %s: %s", account_id, run.status)
-    finally:
-        close_old_connections()
-
-
-__all__ = ["LoopConfig", "TickerLoop", "account_mode", "is_market_open", "session_day"]
+__all__ = ["MODES", "LoopConfig", "TickerLoop", "account_mode", "is_market_open", "session_day"]

@@ -114,6 +114,13 @@ def account_record_health(
     return account
 
 
+def account_record_auth_failure(*, account_id: int, error: str) -> TradingAccount:
+    """Record that Kite rejected the account's token (the ticker's report): the reconciler then moves
+    its instruments to healthy accounts."""
+    account = TradingAccount.objects.get(pk=account_id)
+    return account_record_health(account=account, health=TradingAccount.Health.AUTH_FAILED, error=error)
+
+
 def account_set_secrets(
     *, account: TradingAccount, api_secret: str | None = None, access_token: str | None = None
 ) -> TradingAccount:

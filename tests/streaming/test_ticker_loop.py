@@ -12,8 +12,9 @@ from channels.layers import InMemoryChannelLayer
 from streaming.contract import chain_group
 from streaming.snapshot_store import get_chain_snapshot
 from streaming.status import ticker_status
-from streaming.ticker.loop import LoopConfig, TickerLoop, account_mode, is_market_open
+from streaming.ticker.loop import LoopConfig, account_mode, is_market_open
 from tests.streaming.ticker_support import close_db_connections, make_account, make_chain
+from tickerproject.ticker_wiring import build_ticker_loop
 
 IST = dt.timezone(dt.timedelta(hours=5, minutes=30))
 
@@ -73,7 +74,7 @@ async def test_mock_mode_streams_chain_deltas_to_the_channel_layer():
         reload_check_interval_s=None,
         status_interval_s=0.2,
     )
-    loop = TickerLoop(config, channel_layer=layer, use_redis=False)
+    loop = build_ticker_loop(config, channel_layer=layer, use_redis=False)
     stop = asyncio.Event()
     task = asyncio.create_task(loop.run(stop))
     try:
@@ -124,7 +125,7 @@ async def test_deactivated_subscription_leaves_the_mock_stream():
 
     await sync_to_async(setup)()
     config = LoopConfig(mode="mock", mock_interval_s=0.1, backfill_on_start=False, reload_check_interval_s=None)
-    loop = TickerLoop(config, channel_layer=InMemoryChannelLayer(), use_redis=False)
+    loop = build_ticker_loop(config, channel_layer=InMemoryChannelLayer(), use_redis=False)
     stop = asyncio.Event()
     task = asyncio.create_task(loop.run(stop))
     try:
@@ -176,7 +177,7 @@ async def test_session_start_asks_for_a_backfill_once_per_account_per_day(monkey
 
     instrument_ids = await sync_to_async(setup)()
     config = LoopConfig(mode="mock", backfill_on_start=True, reload_check_interval_s=None)
-    loop = TickerLoop(config, channel_layer=InMemoryChannelLayer(), use_redis=False)
+    loop = build_ticker_loop(config, channel_layer=InMemoryChannelLayer(), use_redis=False)
     stop = asyncio.Event()
     task = asyncio.create_task(loop.run(stop))
     try:
@@ -203,7 +204,7 @@ def test_a_session_backfill_stopped_early_ends_partial_and_is_asked_for_again_on
     from django.core.cache import cache
 
     import history.services.backfill as backfill
-    from streaming.ticker.loop import _backfill_session
+    from history.services.session_backfill import session_backfill_run
 
     stop = threading.Event()
     seen = []
@@ -220,10 +221,10 @@ def test_a_session_backfill_stopped_early_ends_partial_and_is_asked_for_again_on
         return Run()
 
     monkeypatch.setattr(backfill, "backfill_run", fake_backfill_run)
-    monkeypatch.setattr("streaming.ticker.loop.time.sleep", lambda s: None)
+    monkeypatch.setattr("history.services.session_backfill.time.sleep", lambda s: None)
     cache.clear()
     day = dt.date(2026, 12, 1)
-    _backfill_session(7, day, [], stop)
+    session_backfill_run(account_id=7, day=day, subscription_ids=[], stop=stop)
     assert seen == ["the ticker is stopping"]
     assert cache.add(f"ticker:backfill:7:{day.isoformat()}", 1)  # not marked done: the next start asks again
 
@@ -240,8 +241,8 @@ async def test_two_tickers_split_nothing_twice_and_take_over_on_stop(redis_clien
 
     await sync_to_async(setup)()
     config = LoopConfig(mode="mock", mock_interval_s=0.1, backfill_on_start=False, reload_check_interval_s=None)
-    first = TickerLoop(config, channel_layer=InMemoryChannelLayer(), use_redis=False, ticker_id="first:1")
-    second = TickerLoop(config, channel_layer=InMemoryChannelLayer(), use_redis=False, ticker_id="second:2")
+    first = build_ticker_loop(config, channel_layer=InMemoryChannelLayer(), use_redis=False, ticker_id="first:1")
+    second = build_ticker_loop(config, channel_layer=InMemoryChannelLayer(), use_redis=False, ticker_id="second:2")
     stop_first, stop_second = asyncio.Event(), asyncio.Event()
     task_first = asyncio.create_task(first.run(stop_first))
     await asyncio.wait_for(first.started.wait(), 5)
@@ -287,7 +288,7 @@ async def test_flusher_ends_when_cancelled_as_a_send_completes():
             sends.append(group)
             flusher.cancel()
 
-    loop = TickerLoop(
+    loop = build_ticker_loop(
         LoopConfig(mode="mock", backfill_on_start=False, stream_interval_s=0.05),
         channel_layer=CancellingLayer(),
         use_redis=False,
@@ -317,7 +318,7 @@ async def test_session_backfill_waits_for_a_running_celery_backfill_and_holds_it
     from django.core.cache import cache
 
     import history.services.backfill as backfill
-    import streaming.ticker.loop as ticker_loop
+    import history.services.session_backfill as session_backfill
     from history.tasks import BACKFILL_LOCK
     from tickerproject.platform.locks import lock_is_held, task_lock
 
@@ -331,7 +332,7 @@ async def test_session_backfill_waits_for_a_running_celery_backfill_and_holds_it
         return Run()
 
     monkeypatch.setattr(backfill, "backfill_run", fake_backfill_run)
-    monkeypatch.setattr(ticker_loop, "BACKFILL_LOCK_POLL_S", 0.1)
+    monkeypatch.setattr(session_backfill, "BACKFILL_LOCK_POLL_S", 0.1)
     await sync_to_async(cache.clear)()
 
     def setup():
@@ -342,7 +343,7 @@ async def test_session_backfill_waits_for_a_running_celery_backfill_and_holds_it
     celery_backfill = contextlib.ExitStack()
     assert await sync_to_async(lambda: celery_backfill.enter_context(task_lock(BACKFILL_LOCK, timeout=60)))()
     config = LoopConfig(mode="mock", backfill_on_start=True, reload_check_interval_s=None)
-    loop = TickerLoop(config, channel_layer=InMemoryChannelLayer(), use_redis=False)
+    loop = build_ticker_loop(config, channel_layer=InMemoryChannelLayer(), use_redis=False)
     stop = asyncio.Event()
     task = asyncio.create_task(loop.run(stop))
     try:
@@ -404,7 +405,7 @@ async def test_oi_change_counts_from_the_last_day_candle_before_the_session():
     config = LoopConfig(
         mode="mock", mock_interval_s=0.1, stream_interval_s=0.1, backfill_on_start=False, reload_check_interval_s=None
     )
-    loop = TickerLoop(config, channel_layer=layer, use_redis=False)
+    loop = build_ticker_loop(config, channel_layer=layer, use_redis=False)
     stop = asyncio.Event()
     task = asyncio.create_task(loop.run(stop))
     try:
@@ -429,7 +430,7 @@ async def test_oi_change_counts_from_the_last_day_candle_before_the_session():
 
 
 def test_latencies_are_kept_only_when_asked_for_so_a_long_running_ticker_does_not_grow_a_list():
-    loop = TickerLoop(LoopConfig(mode="mock", backfill_on_start=False), channel_layer=InMemoryChannelLayer())
+    loop = build_ticker_loop(LoopConfig(mode="mock", backfill_on_start=False), channel_layer=InMemoryChannelLayer())
     for _ in range(1000):
         loop._observe_latency(time.time() - 0.02, time.time())
     assert loop.pending_latency is None  # runticker: the /metrics/ histogram has them

@@ -15,9 +15,10 @@ from channels.layers import InMemoryChannelLayer
 
 from streaming.contract import chain_group
 from streaming.snapshot_store import chain_key
-from streaming.ticker.loop import LoopConfig, TickerLoop
+from streaming.ticker.loop import LoopConfig
 from streaming.ticker.publishers import LATEST_KEY, decode_latest
 from tests.streaming.ticker_support import RedisServer, close_db_connections, instrument_spec, make_account, make_chain
+from tickerproject.ticker_wiring import build_ticker_loop
 
 pytestmark = [
     pytest.mark.integration,
@@ -106,7 +107,7 @@ async def test_ticker_against_simulator_two_accounts(monkeypatch):
         status_interval_s=0.5,
         client_options={"silence_timeout": 3.0, "backoff_initial": 0.1, "backoff_max": 1.0},
     )
-    loop = TickerLoop(config, channel_layer=layer, redis=publisher_redis, use_redis=True)
+    loop = build_ticker_loop(config, channel_layer=layer, redis=publisher_redis, use_redis=True)
     loop.redis_publisher.breaker.failure_threshold = 2
     loop.redis_publisher.breaker.reset_timeout_s = 0.5
     stop = asyncio.Event()

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import signal
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from streaming.ticker.loop import MODES, LoopConfig, TickerLoop
+from history.scheduler import run_embedded_beat
+from streaming.ticker.config import LoopConfig
+from streaming.ticker.modes import MODES
 from streaming.ticker.runtime import tune_gc_for_streaming
-
-log = logging.getLogger(__name__)
+from tickerproject.ticker_wiring import build_ticker_loop
 
 
 def parse_host_port(value: str) -> tuple[str, int]:
@@ -50,7 +50,7 @@ class Command(BaseCommand):
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        ticker = TickerLoop(config)
+        ticker = build_ticker_loop(config)
         ticker_task = asyncio.create_task(ticker.run(stop), name="ticker")
         extra: list[asyncio.Task] = []
         server = None
@@ -58,7 +58,8 @@ class Command(BaseCommand):
             server = _make_server(*serve)
             extra.append(asyncio.create_task(server.serve(), name="uvicorn"))
             if not settings.REDIS_URL:
-                extra.append(asyncio.create_task(_embedded_beat(stop), name="embedded-beat"))
+                # The periodic jobs (reconcile, expiry cleanup, instrument sync, backfill) without a broker.
+                extra.append(asyncio.create_task(run_embedded_beat(stop), name="embedded-beat"))
         started = asyncio.create_task(ticker.started.wait())
         await asyncio.wait({started, ticker_task}, return_when=asyncio.FIRST_COMPLETED)
         if ticker_task.done():
@@ -100,13 +101,3 @@ def _make_server(host: str, port: int) -> Any:
         ws_per_message_deflate=False,
     )
     return _Server(config)
-
-
-async def _embedded_beat(stop: asyncio.Event) -> None:
-    """The periodic jobs (reconcile, expiry cleanup, instrument sync, backfill) without a broker."""
-    try:
-        from history.scheduler import run_embedded_beat
-    except ImportError:
-        log.warning("history.scheduler is not available: periodic jobs do not run in embedded mode")
-        return
-    await run_embedded_beat(stop)
