@@ -97,7 +97,8 @@ class EmbeddedBeat:
     """Celery beat with the database schedule, in a daemon thread of this process."""
 
     def __init__(self, *, max_interval: float = 1.0, workers: int = 2) -> None:
-        from tickerproject.celery import app
+        # The project's Celery app, made current when the tickerproject package loads.
+        from celery import current_app as app
 
         self.app = app
         # Register every app's tasks now: beat looks tasks up by name and autodiscovery is lazy.

@@ -9,7 +9,7 @@ from django.db import transaction
 from django.db.models.signals import post_save
 from django.dispatch import receiver
 
-from history.services.queue import backfill_enqueue
+from history.queue import backfill_enqueue
 from subscriptions.models import Subscription
 
 

@@ -239,29 +239,6 @@ def test_runner_does_not_queue_a_task_that_is_still_running():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_daily_backfill_request_is_queued_once_per_key_and_day(clean_locks, settings):
-    from history.scheduler import EmbeddedBeat
-    from history.services.queue import backfill_request_once_per_day
-
-    if not settings.CELERY_TASK_ALWAYS_EAGER:
-        pytest.skip("embedded beat runs only without a broker")
-    settings.HISTORICAL_INTERVALS = ["day"]
-    settings.HISTORICAL_DAYS = 3
-    settings.HISTORY_BACKFILL_ON_SUBSCRIBE = False
-    SubscriptionFactory(instrument=IndexFactory())
-    assert not backfill_request_once_per_day(key="account-1")  # no runner in this process: not queued
-    beat = EmbeddedBeat(max_interval=0.2).start()
-    try:
-        assert backfill_request_once_per_day(key="account-1", reason="session start")
-        assert not backfill_request_once_per_day(key="account-1", reason="session start")
-        _wait_until_completed(beat, "history.backfill")
-        run = BackfillRun.objects.get(trigger="session start")
-        assert run.status == BackfillRun.Status.SUCCEEDED
-    finally:
-        beat.stop()
-
-
-@pytest.mark.django_db(transaction=True)
 async def test_run_embedded_beat_stops_with_the_event_and_reports_a_dead_thread(settings):
     import asyncio
 

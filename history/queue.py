@@ -11,10 +11,6 @@ import logging
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
-from django.utils import timezone
-
-from core.calendar import IST
 
 logger = logging.getLogger(__name__)
 
@@ -47,18 +43,3 @@ def backfill_enqueue(*, subscription_id: int) -> bool:
         key=f"backfill_subscription:{subscription_id}",
         what=f"subscription {subscription_id}",
     )
-
-
-def backfill_request_once_per_day(*, key: str, reason: str = "") -> bool:
-    """Queue a backfill of every subscribed instrument at most once per IST day per `key` (e.g. the
-    ticker asks at session start, once per account). True when this call queued it."""
-    from history.tasks import backfill
-
-    day = timezone.now().astimezone(IST).date().isoformat()
-    marker = f"history:backfill-requested:{key}:{day}"
-    if not cache.add(marker, 1, timeout=26 * 3600):
-        return False
-    queued = _enqueue(backfill, (), {"trigger": (reason or key)[:64]}, key="history.backfill", what=reason or key)
-    if not queued:
-        cache.delete(marker)  # let a later call (e.g. once a runner exists) try again today
-    return queued
