@@ -38,13 +38,6 @@ def max_span(interval: str) -> dt.timedelta:
         ) from None
 
 
-def interval_step(interval: str) -> dt.timedelta:
-    try:
-        return dt.timedelta(seconds=INTERVAL_SECONDS[interval])
-    except KeyError:
-        raise UnknownInterval(f"unknown interval {interval!r}; expected one of {', '.join(INTERVAL_SECONDS)}") from None
-
-
 def iter_chunks(start: dt.datetime, end: dt.datetime, interval: str) -> Iterator[tuple[dt.datetime, dt.datetime]]:
     """Half-open chunks [a, b) covering [start, end), each at most `max_span(interval)` long."""
     span = max_span(interval)
