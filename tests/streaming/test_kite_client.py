@@ -282,7 +282,7 @@ async def test_the_access_token_never_reaches_the_logs_even_at_debug(simulator):
     handler.setLevel(logging.DEBUG)
     # Handlers on the libraries' own loggers see records before anything the project configures on the
     # root (whose redacting filter would otherwise hide a leak from this test).
-    watched = [logging.getLogger("websockets"), logging.getLogger("core.kite")]
+    watched = [logging.getLogger("websockets"), logging.getLogger("streaming.ticker.kite_client")]
     levels = [logger.level for logger in watched]
     for logger in watched:
         logger.addHandler(handler)
