@@ -1,4 +1,4 @@
-"""The chain websocket under fan-out (issue 6), full stack on Redis.
+"""The chain websocket under fan-out, full stack on Redis.
 
 A throwaway redis-server (or REDIS_URL when no redis-server binary is around), the ASGI app served
 by uvicorn in its own process on the Redis channel layer (as `docker-compose`'s web service runs

@@ -1,6 +1,6 @@
 """Implied volatility + Greeks for 10,000 options, against a per-option brentq baseline; and accuracy.
 
-Targets (issue 3): IV + all Greeks for 10,000 options <= 10 ms median on one core and >= 50x faster than
+Targets: IV + all Greeks for 10,000 options <= 10 ms median on one core and >= 50x faster than
 `scipy.optimize.brentq` per option (pricing with scipy.special.ndtr) in the same run; IV absolute error
 <= 1e-6 where vega (per point) >= 1e-4, and the price recomputed from the IV within 1e-8.
 The baseline is timed on a sample of options and scaled to 10,000 (it is linear in the count).

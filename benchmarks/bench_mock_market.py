@@ -1,6 +1,6 @@
 """The mock market: one step + full-mode ticks for a 5,000-instrument book, and mock history throughput.
 
-No target in the issue; the figures show the mock keeps up with a ticker stepping every
+No target; the figures show the mock keeps up with a ticker stepping every
 MOCK_TICK_INTERVAL_MS (default 500 ms) for the largest state it keeps (MOCK_STATE_MAX_SIZE, 5000).
 """
 

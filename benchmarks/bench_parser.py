@@ -1,6 +1,6 @@
 """Kite ticker parse throughput: our columnar fast path and exact dict parser against kiteconnect's
-`KiteTicker._parse_binary`, side by side on the same full-mode frames of 100 packets (issue 4: the
-columnar path must reach at least 20x kiteconnect)."""
+`KiteTicker._parse_binary`, side by side on the same full-mode frames of 100 packets (the target: the
+columnar path at least 20x kiteconnect)."""
 
 from __future__ import annotations
 

@@ -44,10 +44,15 @@ class TradingCalendar:
         return self.is_trading_day(local.date()) and SESSION_OPEN <= local.time() < SESSION_CLOSE
 
     def previous_trading_day(self, day: date) -> date:
+        """The nearest trading day strictly before `day`."""
         day -= timedelta(days=1)
         while not self.is_trading_day(day):
             day -= timedelta(days=1)
         return day
+
+    def trading_day_on_or_before(self, day: date) -> date:
+        """`day` itself if it is a trading day, else the nearest trading day before it."""
+        return day if self.is_trading_day(day) else self.previous_trading_day(day)
 
     def last_session_day(self, at: datetime) -> date:
         """The trading day whose session is running or most recently ran at `at`."""

@@ -53,10 +53,13 @@ TICK_DTYPE = np.dtype(
 TICK_FIELD_NAMES = cast("tuple[str, ...]", TICK_DTYPE.names)
 
 
+FLOAT_FIELDS = frozenset(name for name in TICK_DTYPE.names if TICK_DTYPE[name].base.kind == "f")
+
+
 def empty_ticks(n: int) -> np.ndarray:
     """An array of `n` ticks with float fields NaN and int fields 0."""
     ticks = np.zeros(n, dtype=TICK_DTYPE)
-    for name in ("last_price", "average_traded_price", "open", "high", "low", "close", "bid_price", "ask_price"):
+    for name in FLOAT_FIELDS:
         ticks[name] = np.nan
     return ticks
 

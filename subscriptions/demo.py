@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+from core.calendar import TradingCalendar
+from core.greeks import bsm_price
 
 TUESDAY = 1
 WEEKLY_MONTH_CODES = "123456789OND"
@@ -49,19 +51,12 @@ def last_weekday_of_month(year: int, month: int, weekday: int = TUESDAY) -> dt.d
     return last - dt.timedelta(days=(last.weekday() - weekday) % 7)
 
 
-def previous_trading_day(day: dt.date, holidays: set[dt.date]) -> dt.date:
-    """`day` itself if it is a trading day, else the nearest trading day before it."""
-    while day.weekday() >= 5 or day in holidays:
-        day -= dt.timedelta(days=1)
-    return day
-
-
 def monthly_expiries(*, today: dt.date, count: int, holidays: set[dt.date]) -> list[dt.date]:
     """The next `count` monthly expiries strictly after `today` (holiday-shifted)."""
     result: list[dt.date] = []
     year, month = today.year, today.month
     while len(result) < count:
-        expiry = previous_trading_day(last_weekday_of_month(year, month), holidays)
+        expiry = TradingCalendar(holidays).trading_day_on_or_before(last_weekday_of_month(year, month))
         if expiry > today:
             result.append(expiry)
         year, month = (year + 1, 1) if month == 12 else (year, month + 1)
@@ -73,14 +68,15 @@ def weekly_expiries(*, today: dt.date, weeks: int, holidays: set[dt.date]) -> li
     first = today + dt.timedelta(days=(TUESDAY - today.weekday()) % 7 or 7)
     result = []
     for n in range(weeks):
-        expiry = previous_trading_day(first + dt.timedelta(weeks=n), holidays)
+        expiry = TradingCalendar(holidays).trading_day_on_or_before(first + dt.timedelta(weeks=n))
         if expiry > today:
             result.append(expiry)
     return result
 
 
 def is_monthly_expiry(expiry: dt.date, holidays: set[dt.date]) -> bool:
-    return expiry == previous_trading_day(last_weekday_of_month(expiry.year, expiry.month), holidays)
+    monthly = TradingCalendar(holidays).trading_day_on_or_before(last_weekday_of_month(expiry.year, expiry.month))
+    return expiry == monthly
 
 
 def expiries_for(spec: DemoUnderlying, *, today: dt.date, holidays: set[dt.date]) -> list[dt.date]:
@@ -102,21 +98,10 @@ def strikes_for(spec: DemoUnderlying, each_side: int = STRIKES_EACH_SIDE) -> lis
     return [float(atm + k * spec.strike_step) for k in range(-each_side, each_side + 1)]
 
 
-def _normal_cdf(x: float) -> float:
-    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
-
-
 def demo_option_price(*, spot: float, strike: float, years: float, volatility: float, option_type: str) -> float:
-    """A Black-Scholes price rounded to the tick, so the demo chain's prices look like a market's."""
+    """A Black-Scholes price (no dividends) rounded to the tick, so the demo chain's prices look like a market's."""
     years = max(years, 1.0 / 365.0)
-    root = volatility * math.sqrt(years)
-    d1 = (math.log(spot / strike) + (RISK_FREE_RATE + volatility**2 / 2) * years) / root
-    d2 = d1 - root
-    discounted = strike * math.exp(-RISK_FREE_RATE * years)
-    if option_type == "CE":
-        price = spot * _normal_cdf(d1) - discounted * _normal_cdf(d2)
-    else:
-        price = discounted * _normal_cdf(-d2) - spot * _normal_cdf(-d1)
+    price = float(bsm_price(spot, strike, years, RISK_FREE_RATE, 0.0, volatility, option_type == "CE"))
     return max(round(round(price / TICK_SIZE) * TICK_SIZE, 2), TICK_SIZE)
 
 

@@ -10,6 +10,7 @@ from django.core.exceptions import ValidationError
 
 from subscriptions import selectors
 from subscriptions.models import Subscription, TradingAccount
+from subscriptions.services.accounts import account_set_secrets
 from subscriptions.services.chains import MAX_STRIKES_EACH_SIDE, ChainPlan, chain_plan
 
 
@@ -53,12 +54,12 @@ class TradingAccountAdminForm(forms.ModelForm):
         return cleaned
 
     def save(self, commit: bool = True) -> TradingAccount:
-        account = super().save(commit=False)
-        if self.cleaned_data.get("new_api_secret"):
-            account.api_secret = self.cleaned_data["new_api_secret"]
-        if self.cleaned_data.get("new_access_token"):
-            account.access_token = self.cleaned_data["new_access_token"]
-            account.token_expires_at = None
+        account = account_set_secrets(
+            account=super().save(commit=False),
+            api_secret=self.cleaned_data.get("new_api_secret"),
+            access_token=self.cleaned_data.get("new_access_token"),
+            save=False,
+        )
         if commit:
             account.save()
         return account

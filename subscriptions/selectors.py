@@ -1,29 +1,17 @@
-"""Reads: option chains, account capacity, the instrument to subscribe by default, exchange holidays."""
+"""Reads: option chains, the underlying's spot, unassigned subscriptions, an account to call Kite with,
+exchange holidays, what is subscribed."""
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
 from typing import cast
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from subscriptions.models import IST, Instrument, MarketHoliday, Subscription, TradingAccount
 
 OPTION_TYPES = (Instrument.InstrumentType.CE, Instrument.InstrumentType.PE)
-
-
-@dataclass(frozen=True)
-class AccountCapacity:
-    account_id: int
-    label: str
-    capacity: int
-    used: int
-
-    @property
-    def free(self) -> int:
-        return max(self.capacity - self.used, 0)
 
 
 def option_underlyings() -> list[str]:
@@ -71,14 +59,6 @@ def underlying_spot(*, underlying: str) -> float | None:
         .first()
     )
     return float(price) if price else None
-
-
-def account_capacities() -> list[AccountCapacity]:
-    """Per account: capacity, and how many active subscriptions the reconciler assigned to it."""
-    accounts = TradingAccount.objects.annotate(
-        used=Count("subscriptions", filter=Q(subscriptions__is_active=True))
-    ).order_by("label")
-    return [AccountCapacity(account_id=a.pk, label=a.label, capacity=a.capacity, used=a.used) for a in accounts]
 
 
 def unassigned_active_subscriptions() -> QuerySet[Subscription]:

@@ -40,7 +40,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture
 def kite_fixtures() -> Path:
-    """Zerodha's published mock responses and ticker packets (../shared/kite-fixtures)."""
+    """Zerodha's published mock responses and ticker packets (`FIXTURES`, beside the checkout); skips without them."""
     if not FIXTURES.is_dir():
         pytest.skip(f"Kite fixtures not found at {FIXTURES}")
     return FIXTURES

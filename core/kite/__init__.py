@@ -1,8 +1,6 @@
 """Kite Connect's ticker protocol: the exact parser (`parse_binary`, kiteconnect-compatible dicts), the
-columnar numpy fast path (`parse_batch` → TickBatch), the frame packer, and the asyncio client.
-
-Import the client from `streaming.ticker.kite_client` (it pulls in `websockets`); this package's top level is
-plain numpy/stdlib.
+columnar numpy fast path (`parse_batch` → TickBatch) and the frame packer. Plain numpy/stdlib: the
+websocket client that speaks the protocol belongs to the ticker process.
 """
 
 from core.kite.columnar import parse_batch, parse_columnar, parse_frame

@@ -289,7 +289,10 @@ def tick_dicts(ticks: np.ndarray) -> list[dict[str, Any]]:
                     key: [
                         {"quantity": q, "price": p, "orders": o}
                         for q, p, o in zip(
-                            record[f"{side}_quantity"], record[f"{side}_price"], record[f"{side}_orders"], strict=True
+                            record[f"{side}_quantity"].tolist(),
+                            record[f"{side}_price"].tolist(),
+                            record[f"{side}_orders"].tolist(),
+                            strict=True,
                         )
                     ]
                     for key, side in (("buy", "bid"), ("sell", "ask"))

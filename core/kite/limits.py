@@ -1,5 +1,5 @@
-"""Facts of Kite Connect's REST API that both our client side and the simulator honour
-(docs/kite-protocol.md). Plain Python, so the Django-free simulator can use them too."""
+"""Facts of Kite Connect's REST API that both our client side and the simulator honour (from Kite
+Connect's documentation and its staff's forum answers). Plain Python, so the Django-free simulator can use them too."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ The simulator packs the mock market's TickBatch with `pack_ticks` (vectorised: o
 matrix per packet length, scattered into one buffer); tests build frames from kiteconnect-style tick
 dicts with `pack_tick_dicts` or from raw packets with `frame_from_packets`.
 
-Layouts (see /work/shared/docs/kite-protocol.md): all integers big-endian unsigned; a frame is `>H`
+Layouts (Kite Connect's WebSocket documentation): all integers big-endian unsigned; a frame is `>H`
 packet count, then per packet `>H` length and the packet. Packet lengths: 8 ltp, 28/32 index
 quote/full, 44/184 quote/full. Plain numpy, no Django.
 """

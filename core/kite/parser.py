@@ -4,8 +4,8 @@
 well-formed frame (same keys and values, price divisors by segment, naive local-time datetimes from
 `datetime.fromtimestamp`, `change` as a percentage). Unlike kiteconnect it never raises on malformed
 input: the packets it can read are kept, the rest are counted by kind in a `MalformedCounter` (logged
-once per kind). The ticker loop uses the columnar fast path (`columnar.py`); this module is for callers
-that want kiteconnect-shaped dicts and is the reference the fast path is tested against.
+once per kind). The ticker loop uses the columnar fast path (`columnar.py`); this module is the reference
+the fast path is tested and benchmarked against.
 
 Malformed kinds (`MALFORMED_KINDS`):
 - ``empty``: a zero-length binary message (a 1-byte message is a heartbeat, not malformed);

@@ -1,7 +1,8 @@
 """Split a time range into the chunks Kite's historical API accepts (pure: no Django).
 
-Kite caps the span of one historical request per interval (a staff forum answer, recorded in
-docs/kite-protocol.md): minute 60 days; 3/5/10minute 100; 15/30minute 200; 60minute 400; day 2000.
+Kite caps the span of one historical request per interval (a Kite staff answer on its developer forum;
+core.kite.limits.MAX_DAYS_PER_REQUEST): minute 60 days; 3/5/10minute 100; 15/30minute 200; 60minute 400;
+day 2000.
 A chunk never spans more than that, and consecutive chunks neither overlap nor leave a hole.
 """
 
@@ -36,13 +37,6 @@ def max_span(interval: str) -> dt.timedelta:
         raise UnknownInterval(
             f"unknown interval {interval!r}; expected one of {', '.join(MAX_DAYS_PER_REQUEST)}"
         ) from None
-
-
-def interval_step(interval: str) -> dt.timedelta:
-    try:
-        return dt.timedelta(seconds=INTERVAL_SECONDS[interval])
-    except KeyError:
-        raise UnknownInterval(f"unknown interval {interval!r}; expected one of {', '.join(INTERVAL_SECONDS)}") from None
 
 
 def iter_chunks(start: dt.datetime, end: dt.datetime, interval: str) -> Iterator[tuple[dt.datetime, dt.datetime]]:

@@ -12,7 +12,7 @@ import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from core.calendar import IST, SESSION_CLOSE, SESSION_OPEN
+from core.calendar import IST, SESSION_CLOSE, SESSION_OPEN, TradingCalendar
 from history.services.chunking import INTERVAL_SECONDS
 
 Range = tuple[dt.datetime, dt.datetime]
@@ -52,17 +52,12 @@ def subtract_ranges(window: Range, covered: Iterable[Range]) -> list[Range]:
 
 def trading_sessions(start: dt.datetime, end: dt.datetime, holidays: frozenset[dt.date] | set[dt.date]) -> list[Range]:
     """The NSE sessions (09:15-15:30 IST, weekdays, not holidays) that overlap [start, end)."""
+    calendar = TradingCalendar(holidays)
     sessions: list[Range] = []
-    day = start.astimezone(IST).date()
-    last = end.astimezone(IST).date()
-    while day <= last:
-        if day.weekday() < 5 and day not in holidays:
-            s_open = dt.datetime.combine(day, SESSION_OPEN, tzinfo=IST)
-            s_close = dt.datetime.combine(day, SESSION_CLOSE, tzinfo=IST)
-            lo, hi = max(s_open, start), min(s_close, end)
-            if lo < hi:
-                sessions.append((lo, hi))
-        day += dt.timedelta(days=1)
+    for day in calendar.trading_days(start.astimezone(IST).date(), end.astimezone(IST).date()):
+        lo, hi = max(calendar.session_open(day), start), min(calendar.session_close(day), end)
+        if lo < hi:
+            sessions.append((lo, hi))
     return sessions
 
 

@@ -21,6 +21,7 @@ from scipy.signal import lfilter
 
 from core.calendar import IST, SESSION_OPEN, TradingCalendar
 from core.greeks import SECONDS_PER_YEAR, bsm_price, expiry_epoch_seconds
+from mocking.market.book import round_to_tick
 from mocking.market.model import TRADING_DAYS_PER_YEAR, intraday_variance_weight, surface_vol
 from mocking.market.spec import (
     KIND_CE,
@@ -102,10 +103,6 @@ def _minute_path(seed: int, name: str, vol: float, spot: float, day: date) -> tu
     return arrays
 
 
-def _round(price: np.ndarray, tick: float) -> np.ndarray:
-    return np.round(np.round(price / tick) * tick, 6)
-
-
 def mock_candles(
     spec: InstrumentSpec,
     interval: str,
@@ -148,7 +145,7 @@ def mock_candles(
         opened = datetime.combine(day, SESSION_OPEN, tzinfo=IST)
         minute_s = opened.timestamp() + 60.0 * np.arange(MINUTES_PER_SESSION)
         o, h, lo, c = _instrument_prices(spec, kind, so, sh, sl, sc, minute_s, expiry_s, rate, profile)
-        o, h, lo, c = (np.maximum(_round(a, tick), tick if kind != KIND_INDEX else 0.0) for a in (o, h, lo, c))
+        o, h, lo, c = (np.maximum(round_to_tick(a, tick), tick if kind != KIND_INDEX else 0.0) for a in (o, h, lo, c))
         h = np.maximum.reduce([h, o, c])
         lo = np.minimum.reduce([lo, o, c])
         volume, oi = _volume_and_oi(seed, spec, kind, day, vw, lot, profile.liquidity, so[0], minute_s, expiry_s)

@@ -16,146 +16,36 @@ over. A time slightly earlier than the last step (another caller's clock) just r
 
 from __future__ import annotations
 
-import math
 import threading
 import time as _time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import date, datetime
 from types import MappingProxyType
 
 import numpy as np
 
-from core.calendar import IST, SESSION_SECONDS, TradingCalendar
-from core.greeks import SECONDS_PER_YEAR, bsm_price, expiry_epoch_seconds
-from core.ticks import DEPTH_LEVELS, MODE_FULL, MODE_LTP, MODE_QUOTE, TickBatch, empty_ticks
+from core.calendar import IST, SESSION_SECONDS
+from core.greeks import SECONDS_PER_YEAR, expiry_epoch_seconds
+from core.ticks import MODE_FULL, MODE_LTP, TickBatch, empty_ticks
+from mocking.market.book import round_to_tick, trade_rate, write_quotes, write_session_open, write_trades
 from mocking.market.clock import SessionClock
-from mocking.market.history import Candle, mock_candles, underlying_close
-from mocking.market.model import (
-    TRADING_DAYS_PER_YEAR,
-    gbm_log_return,
-    intraday_variance_weight,
-    surface_vol,
-    vol_multiplier,
-)
+from mocking.market.history import Candle, mock_candles
+from mocking.market.kite_ticks import blank_for_modes, ticks_to_kite_dicts
+from mocking.market.model import option_model_prices
+from mocking.market.snapshot import MarketSnapshot
 from mocking.market.spec import (
-    KIND_CE,
     KIND_EQ,
-    KIND_FUT,
     KIND_INDEX,
-    KIND_PE,
     InstrumentSpec,
     UnderlyingProfile,
     plausible_profile,
     stable_hash,
 )
+from mocking.market.underlying import UnderlyingPath
 
-_QUOTE_FIELDS = (
-    "last_traded_quantity",
-    "average_traded_price",
-    "volume_traded",
-    "total_buy_quantity",
-    "total_sell_quantity",
-    "open",
-    "high",
-    "low",
-    "close",
-)
-_FULL_FIELDS = (
-    "last_trade_time",
-    "oi",
-    "oi_day_high",
-    "oi_day_low",
-    "exchange_timestamp",
-    "bid_quantity",
-    "bid_price",
-    "bid_orders",
-    "ask_quantity",
-    "ask_price",
-    "ask_orders",
-)
 # Market time earlier than the last step by more than this is a new (replayed) session; a smaller step back
 # (two callers with slightly different clocks) changes nothing.
 REWIND_NEW_SESSION_S = 300.0
-_FLOAT_FIELDS = {"last_price", "average_traded_price", "open", "high", "low", "close", "bid_price", "ask_price"}
-
-
-def round_to_tick(price: np.ndarray, tick: np.ndarray) -> np.ndarray:
-    """Nearest multiple of the tick size, without binary noise (0.15, not 0.15000000000000002)."""
-    return np.round(np.round(price / tick) * tick, 6)
-
-
-def _floor_to_tick(price: np.ndarray, tick: np.ndarray) -> np.ndarray:
-    return np.round(np.floor(price / tick + 1e-9) * tick, 6)
-
-
-def _ceil_to_tick(price: np.ndarray, tick: np.ndarray) -> np.ndarray:
-    return np.round(np.ceil(price / tick - 1e-9) * tick, 6)
-
-
-@dataclass(frozen=True)
-class MarketSnapshot:
-    """The whole mock market at one moment. Arrays are read-only; nothing here ever changes."""
-
-    time: float  # market time, epoch seconds
-    session_day: date | None
-    tokens: np.ndarray  # sorted instrument tokens that have state
-    rows: np.ndarray  # row of each token in `ticks` (same order as `tokens`)
-    ticks: np.ndarray  # TICK_DTYPE, every materialised row in full mode
-    theoretical: np.ndarray  # model (mid) price per row
-    iv: np.ndarray  # model implied volatility per row (NaN for non-options)
-    spot: np.ndarray  # the underlying's model spot per row
-    underlying_spots: MappingProxyType  # name -> model spot
-    specs: MappingProxyType  # token -> InstrumentSpec (every known instrument)
-
-    def row_of(self, token: int) -> int | None:
-        i = int(np.searchsorted(self.tokens, token))
-        if i < len(self.tokens) and self.tokens[i] == token:
-            return int(self.rows[i])
-        return None
-
-    def rows_of(self, tokens: np.ndarray) -> np.ndarray:
-        """Rows for `tokens`, -1 where a token has no state."""
-        tokens = np.asarray(tokens, dtype=np.int64)
-        if len(self.tokens) == 0:
-            return np.full(len(tokens), -1, dtype=np.int64)
-        i = np.minimum(np.searchsorted(self.tokens, tokens), len(self.tokens) - 1)
-        return np.where(self.tokens[i] == tokens, self.rows[i], -1)
-
-    def tick(self, token: int) -> np.void | None:
-        row = self.row_of(token)
-        return None if row is None else self.ticks[row]
-
-    def __len__(self) -> int:
-        return len(self.tokens)
-
-
-class _Underlying:
-    def __init__(self, profile: UnderlyingProfile, seed: int) -> None:
-        self.profile = profile
-        self.rng = np.random.default_rng([seed, stable_hash("underlying", profile.name)])
-        self.spot = profile.spot
-        self.prev_close = profile.spot
-        self.session_open = profile.spot
-        self.vol_mult = 1.0
-
-    def start_at(self, seed: int, day: date, calendar: TradingCalendar) -> None:
-        """Begin where the mock history left off: the previous trading day's close."""
-        self.prev_close = underlying_close(seed, self.profile, calendar.previous_trading_day(day))
-        # The opening gap: about a third of a day's move (16 ~ sqrt(252)).
-        self.spot = self.prev_close * math.exp(float(self.rng.normal(0.0, 0.3 * self.profile.vol / 16.0)))
-        self.session_open = self.spot
-
-    def new_session(self) -> None:
-        self.prev_close = self.spot
-        gap = float(self.rng.normal(0.0, 0.35 * self.profile.vol / math.sqrt(TRADING_DAYS_PER_YEAR)))
-        self.spot *= math.exp(gap)
-        self.session_open = self.spot
-        self.vol_mult = 1.0
-
-    def advance(self, dt: float, session_fraction: float) -> None:
-        self.spot *= math.exp(gbm_log_return(self.rng, self.profile, dt, session_fraction, self.vol_mult))
-        self.vol_mult = vol_multiplier(math.log(self.spot / self.session_open))
 
 
 class MockMarket:
@@ -174,9 +64,9 @@ class MockMarket:
         self._rng = np.random.default_rng([self.seed, stable_hash("market")])
         self._specs: dict[int, InstrumentSpec] = {}
         self._specs_view: MappingProxyType = MappingProxyType({})
-        self._underlyings: dict[str, _Underlying] = {}
+        self._underlyings: dict[str, UnderlyingPath] = {}
         self._und_slot: dict[str, int] = {}  # name -> index into _und_list (stable; slots are never reused)
-        self._und_list: list[_Underlying] = []
+        self._und_list: list[UnderlyingPath] = []
         self._row_of: dict[int, int] = {}  # token -> row
         self._free_rows: list[int] = []
         self._next_row = 0
@@ -223,7 +113,7 @@ class MockMarket:
                     elif spec.kind in (KIND_EQ, KIND_INDEX):
                         ticks[key] = float(spec.tick_size)
                 for key in fresh:
-                    self._underlyings[key] = _Underlying(
+                    self._underlyings[key] = UnderlyingPath(
                         plausible_profile(key, strikes.get(key), ticks.get(key, 0.05)), self.seed
                     )
                     if key in self._und_slot:
@@ -360,208 +250,89 @@ class MockMarket:
         params = self._und_params()
         slot = self._und[rows]
         spot = params["spot"][slot]
-        base_vol = params["vol"][slot]
-        div = params["div"][slot]
-        skew = params["skew"][slot]
-        smile = params["smile"][slot]
-        liquidity = params["liquidity"][slot]
         kind = self._kind[rows]
-        strike = self._strike[rows]
         tick = self._tick[rows]
         t = np.maximum(self._expiry_s[rows] - now, 0.0) / SECONDS_PER_YEAR
-        t = np.where(np.isfinite(t), t, 0.0)
-        forward = spot * np.exp((self.rate - div) * t)
-        is_option = (kind == KIND_CE) | (kind == KIND_PE)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            k = np.where(is_option, np.log(strike / forward), 0.0)
-        vol = surface_vol(k, t, base_vol, skew, smile)
-        theo = np.where(kind == KIND_FUT, forward, spot)
-        if is_option.any():
-            opt = np.flatnonzero(is_option)
-            theo[opt] = bsm_price(spot[opt], strike[opt], t[opt], self.rate, div[opt], vol[opt], kind[opt] == KIND_CE)
-        atm = surface_vol(np.zeros_like(t), t, base_vol, 0.0, 0.0)
-        m = np.where(is_option, k / (atm * np.sqrt(np.maximum(t, 1e-6))), 0.0)
+        theo, iv, m = option_model_prices(
+            kind=kind,
+            spot=spot,
+            strike=self._strike[rows],
+            t_years=np.where(np.isfinite(t), t, 0.0),
+            rate=self.rate,
+            div=params["div"][slot],
+            base_vol=params["vol"][slot],
+            skew=params["skew"][slot],
+            smile=params["smile"][slot],
+        )
         self._theo[rows] = theo
-        self._iv[rows] = np.where(is_option, vol, np.nan)
+        self._iv[rows] = iv
         self._spot[rows] = spot
         self._m[rows] = m
-
-        # Spreads widen with distance from the money and for thinner underlyings; at least one tick.
-        m2 = m * m
-        frac = np.where(is_option, 0.0015 * (1.0 + 0.5 * m2 + 0.1 * m2 * m2) / np.sqrt(liquidity), 0.00003)
-        half = np.maximum(theo * np.minimum(frac, 0.3), 0.5 * tick) + 0.5 * tick * (np.abs(m) > 3)
-        bid = np.maximum(_floor_to_tick(theo - half, tick), 0.0)
-        ask = np.maximum(_ceil_to_tick(theo + half, tick), np.round(bid + tick, 6))
-        n = len(rows)
-        rng = self._rng
-        gaps = np.cumsum(rng.integers(1, 3, size=(n, DEPTH_LEVELS)), axis=1) - 1  # in ticks, level 0 at the touch
-        bid_px = np.round(bid[:, None] - gaps * tick[:, None], 6)
-        ask_px = np.round(ask[:, None] + gaps * tick[:, None], 6)
-        lots_scale = np.where(is_option, 1.0 + 40.0 * np.exp(-0.5 * m * m) * liquidity, 1.0 + 60.0 * liquidity)
-        lot = self._lot[rows]
-        bid_qty = (rng.integers(1, 1 << 30, size=(n, DEPTH_LEVELS)) % np.ceil(lots_scale)[:, None] + 1) * lot[:, None]
-        ask_qty = (rng.integers(1, 1 << 30, size=(n, DEPTH_LEVELS)) % np.ceil(lots_scale)[:, None] + 1) * lot[:, None]
-        bid_live = bid_px > 0
-        bid_qty = np.where(bid_live, bid_qty, 0)
-        bid_px = np.where(bid_live, bid_px, 0.0)
-        lots_b = bid_qty // lot[:, None]
-        lots_a = ask_qty // lot[:, None]
-        bid_orders = np.where(bid_live, 1 + rng.integers(0, 1 << 30, size=(n, DEPTH_LEVELS)) % np.maximum(lots_b, 1), 0)
-        ask_orders = 1 + rng.integers(0, 1 << 30, size=(n, DEPTH_LEVELS)) % np.maximum(lots_a, 1)
-        tradable = kind != KIND_INDEX
-        ticks = self._ticks
-        ticks["bid_price"][rows] = np.where(tradable[:, None], bid_px, np.nan)
-        ticks["ask_price"][rows] = np.where(tradable[:, None], ask_px, np.nan)
-        ticks["bid_quantity"][rows] = np.where(tradable[:, None], bid_qty, 0)
-        ticks["ask_quantity"][rows] = np.where(tradable[:, None], ask_qty, 0)
-        ticks["bid_orders"][rows] = np.where(tradable[:, None], bid_orders, 0)
-        ticks["ask_orders"][rows] = np.where(tradable[:, None], ask_orders, 0)
-        depth_factor = rng.uniform(3.0, 9.0, size=(n, 2))
-        ticks["total_buy_quantity"][rows] = np.where(tradable, bid_qty.sum(axis=1) * depth_factor[:, 0], 0).astype(
-            np.int64
-        )
-        ticks["total_sell_quantity"][rows] = np.where(tradable, ask_qty.sum(axis=1) * depth_factor[:, 1], 0).astype(
-            np.int64
+        write_quotes(
+            self._ticks,
+            rows,
+            theo=theo,
+            m=m,
+            kind=kind,
+            liquidity=params["liquidity"][slot],
+            tick=tick,
+            lot=self._lot[rows],
+            rng=self._rng,
         )
         # An index has no book: its value is the spot itself.
         idx = kind == KIND_INDEX
         if idx.any():
-            ticks["last_price"][rows[idx]] = round_to_tick(spot[idx], tick[idx])
-        ticks["exchange_timestamp"][rows] = int(now)
+            self._ticks["last_price"][rows[idx]] = round_to_tick(spot[idx], tick[idx])
+        self._ticks["exchange_timestamp"][rows] = int(now)
 
     def _trade_rate(self, rows: np.ndarray, fraction: float) -> np.ndarray:
-        """Trades per second: most near the money and at the open/close."""
-        kind = self._kind[rows]
         liquidity = self._und_params()["liquidity"][self._und[rows]]
-        m = self._m[rows]
-        base = np.where((kind == KIND_CE) | (kind == KIND_PE), 0.02 + 0.5 * np.exp(-m * m), 0.8)
-        season = float(intraday_variance_weight(fraction))
-        return np.where(kind == KIND_INDEX, 0.0, base * liquidity * season)
+        return trade_rate(self._kind[rows], self._m[rows], liquidity, fraction)
 
     def _open_rows(self, rows: np.ndarray, now: float, *, previous_last: np.ndarray | None = None) -> None:
         """Start of the session for `rows` (or their first appearance in it): close, open, OI, volume."""
         if len(rows) == 0:
             return
-        ticks = self._ticks
-        kind = self._kind[rows]
-        tick = self._tick[rows]
-        theo = self._theo[rows]
-        lot = self._lot[rows]
-        m = self._m[rows]
         day_key = self._session_day.toordinal() if self._session_day else 0
-        n = len(rows)
-        tokens = ticks["instrument_token"][rows]
+        tokens = self._ticks["instrument_token"][rows]
         # Draws keyed by (seed, token, day): the same instrument opens the same way whenever it appears.
         draws = np.array(
             [np.random.default_rng([self.seed, int(tok) & 0x7FFFFFFF, day_key]).random(4) for tok in tokens]
-        ).reshape(n, 4)
-        last = np.where(kind == KIND_INDEX, round_to_tick(self._spot[rows], tick), round_to_tick(theo, tick))
-        last = np.where((kind != KIND_INDEX) & (last < tick), tick, last)
-        is_option = (kind == KIND_CE) | (kind == KIND_PE)
-        new_session = previous_last is not None
-        if new_session:
-            prev_close = np.where(np.isfinite(previous_last), previous_last, last)
-        else:
-            # Index, stock and future closed where the underlying did; an option near its model price.
-            spot_ratio = self._und_params()["prev_close"][self._und[rows]] / self._spot[rows]
-            z = np.sqrt(-2.0 * np.log(np.maximum(draws[:, 0], 1e-12))) * np.cos(2 * np.pi * draws[:, 1])
-            prev_close = np.where(is_option, last * np.exp(0.08 * z), last * spot_ratio)
-            prev_close = np.maximum(round_to_tick(prev_close, tick), tick)
-        ticks["close"][rows] = prev_close
-        ticks["last_price"][rows] = last
+        ).reshape(len(rows), 4)
         fraction = self._session_fraction(now) if self._session_day else 0.0
-        # Open, high and low as if the session had run so far (only the last print is known to us).
-        spread = np.where(is_option, 0.04, 0.004) * math.sqrt(max(fraction, 0.02))
-        o = np.maximum(round_to_tick(last * (1 + spread * (draws[:, 2] - 0.5)), tick), tick)
-        ticks["open"][rows] = o
-        ticks["high"][rows] = np.maximum(np.maximum(o, last), round_to_tick(last * (1 + spread * draws[:, 3]), tick))
-        ticks["low"][rows] = np.maximum(
-            np.minimum(np.minimum(o, last), round_to_tick(last * (1 - spread * draws[:, 2]), tick)), tick
+        write_session_open(
+            self._ticks,
+            self._turnover,
+            rows,
+            kind=self._kind[rows],
+            tick=self._tick[rows],
+            theo=self._theo[rows],
+            spot=self._spot[rows],
+            underlying_prev_close=self._und_params()["prev_close"][self._und[rows]],
+            lot=self._lot[rows],
+            m=self._m[rows],
+            draws=draws,
+            previous_last=previous_last,
+            fraction=fraction,
+            trade_rate=self._trade_rate(rows, fraction),
+            now=now,
         )
-        if new_session:
-            oi = ticks["oi"][rows]
-        else:
-            oi_lots = np.where(
-                kind == KIND_FUT, 60_000, np.where(is_option, 2_000 + 60_000 * np.exp(-0.5 * (m / 1.2) ** 2), 0)
-            )
-            oi = (np.round(oi_lots * (0.5 + draws[:, 3])) * lot).astype(np.int64)
-        ticks["oi"][rows] = oi
-        ticks["oi_day_high"][rows] = oi
-        ticks["oi_day_low"][rows] = oi
-        rate = self._trade_rate(rows, fraction)
-        expected_lots = rate * fraction * SESSION_SECONDS * 4.0
-        volume = (np.round(expected_lots * (0.5 + draws[:, 2])) * lot).astype(np.int64)
-        volume = np.where(kind == KIND_INDEX, 0, volume)
-        ticks["volume_traded"][rows] = volume
-        ticks["last_traded_quantity"][rows] = np.where(kind == KIND_INDEX, 0, lot)
-        avg = np.round(0.5 * (ticks["high"][rows] + ticks["low"][rows]), 2)  # an average is in paise, not ticks
-        ticks["average_traded_price"][rows] = np.where(kind == KIND_INDEX, np.nan, avg)
-        self._turnover[rows] = volume * avg
-        ticks["last_trade_time"][rows] = np.where(kind == KIND_INDEX, 0, int(now))
-        ticks["exchange_timestamp"][rows] = int(now)
 
     def _trade(self, rows: np.ndarray, now: float, dt: float, fraction: float) -> None:
-        """Random trades at the quotes over `dt` seconds: last price, volume, VWAP, day range and OI."""
         if len(rows) == 0:
             return
-        ticks = self._ticks
-        kind = self._kind[rows]
-        rng = self._rng
-        n = len(rows)
-        # Trades over the step arrive as a Poisson count; each is a geometric number of lots (a stock trades
-        # in shares, up to 50 at a time). Volume counts them all; the last print is one of them.
-        trades = rng.poisson(self._trade_rate(rows, fraction) * dt)
-        traded = trades > 0
-        bid = ticks["bid_price"][rows, 0]
-        ask = ticks["ask_price"][rows, 0]
-        hit_bid = (rng.random(n) < 0.5) & (bid > 0)
-        price = np.where(hit_bid, bid, ask)
-        lot = self._lot[rows]
-        size = np.where(kind == KIND_EQ, 1 + rng.integers(0, 50, size=n), 1)
-        p_lots = 0.35
-        last_lots = rng.geometric(p_lots, size=n) * size
-        # A sum of k geometric(p) draws is k + NegativeBinomial(k, p).
-        more = np.maximum(trades - 1, 1)
-        lots = last_lots + np.where(trades > 1, (more + rng.negative_binomial(more, p_lots)) * size, 0)
-        qty = lots * lot
-        t_rows = rows[traded]
-        if len(t_rows):
-            p, q = price[traded], qty[traded]
-            ticks["last_price"][t_rows] = p
-            ticks["last_traded_quantity"][t_rows] = (last_lots * lot)[traded]
-            ticks["volume_traded"][t_rows] += q
-            self._turnover[t_rows] += p * q
-            ticks["average_traded_price"][t_rows] = np.round(
-                self._turnover[t_rows] / np.maximum(ticks["volume_traded"][t_rows], 1), 2
-            )
-            ticks["high"][t_rows] = np.maximum(ticks["high"][t_rows], p)
-            ticks["low"][t_rows] = np.minimum(ticks["low"][t_rows], p)
-            ticks["last_trade_time"][t_rows] = int(now)
-            # Open interest builds near the money (new positions), and is closed out far from it.
-            derivative = (kind[traded] == KIND_FUT) | (kind[traded] == KIND_CE) | (kind[traded] == KIND_PE)
-            m = self._m[t_rows]
-            build = np.exp(-0.5 * (m / 1.5) ** 2)
-            change_lots = np.round(lots[traded] * (rng.random(len(t_rows)) * 1.6 - 0.8 + 0.6 * build))
-            oi = np.maximum(ticks["oi"][t_rows] + (change_lots * lot[traded]).astype(np.int64), 0)
-            oi = np.where(derivative, oi, 0)
-            ticks["oi"][t_rows] = oi
-            ticks["oi_day_high"][t_rows] = np.maximum(ticks["oi_day_high"][t_rows], oi)
-            ticks["oi_day_low"][t_rows] = np.minimum(ticks["oi_day_low"][t_rows], oi)
-        # A quote that moved through a stale last print drags it along (the market did trade there).
-        last = ticks["last_price"][rows]
-        tradable = kind != KIND_INDEX
-        stale = tradable & ~traded & ((last > ask) | ((last < bid) & (bid > 0)))
-        if stale.any():
-            s_rows = rows[stale]
-            new_last = np.clip(last[stale], bid[stale], ask[stale])
-            ticks["last_price"][s_rows] = new_last
-            ticks["high"][s_rows] = np.maximum(ticks["high"][s_rows], new_last)
-            ticks["low"][s_rows] = np.minimum(ticks["low"][s_rows], new_last)
-        idx = rows[kind == KIND_INDEX]
-        if len(idx):
-            lp = ticks["last_price"][idx]
-            ticks["high"][idx] = np.maximum(ticks["high"][idx], lp)
-            ticks["low"][idx] = np.minimum(ticks["low"][idx], lp)
+        write_trades(
+            self._ticks,
+            self._turnover,
+            rows,
+            kind=self._kind[rows],
+            lot=self._lot[rows],
+            m=self._m[rows],
+            trade_rate=self._trade_rate(rows, fraction),
+            rng=self._rng,
+            now=now,
+            dt=dt,
+        )
 
     # ----------------------------------------------------------------------------------- publishing
     def _build_snapshot(self) -> MarketSnapshot:
@@ -617,7 +388,7 @@ class MockMarket:
         keep = rows >= 0
         out = snap.ticks[rows[keep]].copy()
         out["mode"] = modes[keep]
-        _blank_for_modes(out)
+        blank_for_modes(out)
         return TickBatch(ticks=out, received_at=_time.time(), is_mock=True, source="mock")
 
     def _session_changed(self, now: float) -> bool:
@@ -683,81 +454,3 @@ class MockMarket:
 
     def __len__(self) -> int:
         return len(self._row_of)
-
-
-def _blank_for_modes(ticks: np.ndarray) -> None:
-    """Clear the fields a tick's mode does not carry (as the wire would)."""
-    not_full = ticks["mode"] != MODE_FULL
-    not_quote = ticks["mode"] == MODE_LTP
-    for name, mask in ((n, not_full) for n in _FULL_FIELDS):
-        if mask.any():
-            ticks[name][mask] = np.nan if name in _FLOAT_FIELDS else 0
-    for name in _QUOTE_FIELDS:
-        if not_quote.any():
-            ticks[name][not_quote] = np.nan if name in _FLOAT_FIELDS else 0
-    # An index carries no trade fields in any mode, and its quote has no exchange timestamp.
-    idx = ~ticks["tradable"]
-    if idx.any():
-        for name in ("last_traded_quantity", "volume_traded", "total_buy_quantity", "total_sell_quantity"):
-            ticks[name][idx] = 0
-        ticks["average_traded_price"][idx] = np.nan
-        for name in ("last_trade_time", "oi", "oi_day_high", "oi_day_low"):
-            ticks[name][idx] = 0
-
-
-def ticks_to_kite_dicts(ticks: np.ndarray) -> list[dict]:
-    """TICK_DTYPE rows -> the dicts kiteconnect's KiteTicker emits (same keys and value types)."""
-    out: list[dict] = []
-    for row in ticks:
-        mode = int(row["mode"])
-        tradable = bool(row["tradable"])
-        d: dict = {
-            "tradable": tradable,
-            "mode": ("ltp", "quote", "full")[mode],
-            "instrument_token": int(row["instrument_token"]),
-            "last_price": float(row["last_price"]),
-        }
-        if mode >= MODE_QUOTE:
-            if tradable:
-                d["last_traded_quantity"] = int(row["last_traded_quantity"])
-                d["average_traded_price"] = float(row["average_traded_price"])
-                d["volume_traded"] = int(row["volume_traded"])
-                d["total_buy_quantity"] = int(row["total_buy_quantity"])
-                d["total_sell_quantity"] = int(row["total_sell_quantity"])
-            d["ohlc"] = {
-                "high": float(row["high"]),
-                "low": float(row["low"]),
-                "open": float(row["open"]),
-                "close": float(row["close"]),
-            }
-            close = d["ohlc"]["close"]
-            d["change"] = (d["last_price"] - close) * 100 / close if close != 0 else 0
-        if mode == MODE_FULL:
-            if tradable:
-                d["last_trade_time"] = datetime.fromtimestamp(int(row["last_trade_time"]))
-                d["oi"] = int(row["oi"])
-                d["oi_day_high"] = int(row["oi_day_high"])
-                d["oi_day_low"] = int(row["oi_day_low"])
-            d["exchange_timestamp"] = datetime.fromtimestamp(int(row["exchange_timestamp"]))
-            if tradable:
-                d["depth"] = {
-                    "buy": [
-                        {
-                            "quantity": int(row["bid_quantity"][i]),
-                            "price": float(row["bid_price"][i]),
-                            "orders": int(row["bid_orders"][i]),
-                        }
-                        for i in range(DEPTH_LEVELS)
-                    ],
-                    "sell": [
-                        {
-                            "quantity": int(row["ask_quantity"][i]),
-                            "price": float(row["ask_price"][i]),
-                            "orders": int(row["ask_orders"][i]),
-                        }
-                        for i in range(DEPTH_LEVELS)
-                    ],
-                }
-        d["is_mock"] = True
-        out.append(d)
-    return out

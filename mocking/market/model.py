@@ -12,7 +12,8 @@ import math
 import numpy as np
 
 from core.calendar import SESSION_SECONDS
-from mocking.market.spec import UnderlyingProfile
+from core.greeks import bsm_price
+from mocking.market.spec import KIND_CE, KIND_FUT, KIND_PE, UnderlyingProfile
 
 TRADING_DAYS_PER_YEAR = 252.0
 TRADING_SECONDS_PER_YEAR = TRADING_DAYS_PER_YEAR * SESSION_SECONDS
@@ -70,3 +71,34 @@ def surface_vol(
 def vol_multiplier(log_return_since_open: float) -> float:
     """Vol rises when the market falls (leverage effect), bounded."""
     return float(np.clip(math.exp(-2.5 * log_return_since_open), 0.7, 1.6))
+
+
+def option_model_prices(
+    *,
+    kind: np.ndarray,
+    spot: np.ndarray,
+    strike: np.ndarray,
+    t_years: np.ndarray,
+    rate: float,
+    div: np.ndarray,
+    base_vol: np.ndarray,
+    skew: np.ndarray,
+    smile: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per instrument: the model price, the implied volatility (NaN for non-options) and the normalised
+    moneyness ln(K/F) / (atm vol sqrt(T)) (0 for non-options).
+
+    An option is priced by BSM at its point on the surface, a future at the forward, anything else at spot.
+    """
+    forward = spot * np.exp((rate - div) * t_years)
+    is_option = (kind == KIND_CE) | (kind == KIND_PE)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        k = np.where(is_option, np.log(strike / forward), 0.0)
+    vol = surface_vol(k, t_years, base_vol, skew, smile)
+    theo = np.where(kind == KIND_FUT, forward, spot)
+    if is_option.any():
+        opt = np.flatnonzero(is_option)
+        theo[opt] = bsm_price(spot[opt], strike[opt], t_years[opt], rate, div[opt], vol[opt], kind[opt] == KIND_CE)
+    atm = surface_vol(np.zeros_like(t_years), t_years, base_vol, 0.0, 0.0)
+    m = np.where(is_option, k / (atm * np.sqrt(np.maximum(t_years, 1e-6))), 0.0)
+    return theo, np.where(is_option, vol, np.nan), m

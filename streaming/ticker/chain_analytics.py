@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from core import greeks as pricing
+from core.strikes import nearest_strike as atm_strike
 
 PARITY_STRIKES = 3
 GREEK_NAMES = ("iv", "delta", "gamma", "theta", "vega", "rho")
@@ -63,14 +64,6 @@ def implied_forward(
     forwards = k[nearest] + math.exp(rate * t) * (c[nearest] - p[nearest])
     forwards = forwards[forwards > 0]
     return float(np.median(forwards)) if len(forwards) else math.nan
-
-
-def atm_strike(strikes: np.ndarray, reference: float) -> float:
-    """The strike nearest the reference price (the lower one on a tie); NaN without strikes/reference."""
-    strikes = np.asarray(strikes, dtype=np.float64)
-    if not len(strikes) or not math.isfinite(reference):
-        return math.nan
-    return float(strikes[np.argmin(np.abs(strikes - reference))])
 
 
 def put_call_ratio(put: np.ndarray, call: np.ndarray) -> float:

@@ -122,16 +122,21 @@ def account_record_auth_failure(*, account_id: int, error: str) -> TradingAccoun
 
 
 def account_set_secrets(
-    *, account: TradingAccount, api_secret: str | None = None, access_token: str | None = None
+    *, account: TradingAccount, api_secret: str | None = None, access_token: str | None = None, save: bool = True
 ) -> TradingAccount:
-    """Replace the api_secret and/or access token; None or blank keeps the stored value."""
+    """Replace the api_secret and/or access token; None or blank keeps the stored value.
+
+    A token set by hand has no known expiry, so `token_expires_at` is cleared with it. With `save=False`
+    the fields are only set, for a caller that saves the account itself (the admin form, on a new account).
+    """
     fields = []
     if api_secret:
         account.api_secret = api_secret
         fields.append("api_secret")
     if access_token:
         account.access_token = access_token
-        fields.append("access_token")
-    if fields:
+        account.token_expires_at = None
+        fields += ["access_token", "token_expires_at"]
+    if fields and save:
         account.save(update_fields=[*fields, "updated_at"])
     return account

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
+from core.strikes import nearest_strike
 from subscriptions import selectors
 from subscriptions.models import Instrument, Subscription
 
@@ -46,10 +47,10 @@ def atm_strike(*, strikes: list[float], spot: float | None) -> float:
     """The strike nearest the spot (the lower one on a tie); the middle strike without a spot."""
     if not strikes:
         raise ValueError("no strikes")
-    ordered = sorted(strikes)
     if spot is None or spot <= 0:
+        ordered = sorted(strikes)
         return ordered[(len(ordered) - 1) // 2]
-    return min(ordered, key=lambda strike: (abs(strike - spot), strike))
+    return nearest_strike(strikes, spot)
 
 
 def strikes_around(*, strikes: list[float], atm: float, each_side: int) -> list[float]:

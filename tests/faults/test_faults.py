@@ -1,4 +1,4 @@
-"""The fault suite (issue 8 §3): real runticker processes against the Kite simulator, PostgreSQL and Redis,
+"""The fault suite: real runticker processes against the Kite simulator, PostgreSQL and Redis,
 one fault per case. Each case asserts that streaming resumes, nothing is lost (subscriptions,
 assignments, accounts, candles), no account is streamed twice and no log holds an unhandled exception.
 

@@ -1,4 +1,4 @@
-"""Issue 8 §2: several ASGI web workers on the Redis channel layer all deliver one ticker's chain updates."""
+"""Several ASGI web workers on the Redis channel layer all deliver one ticker's chain updates."""
 
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from core import greeks as pricing
+from core.strikes import nearest_strike
 from streaming.ticker.chain_analytics import (
     OIHistory,
     atm_strike,
@@ -144,6 +145,13 @@ def test_atm_and_mid():
     assert math.isnan(atm_strike(np.array([100.0]), math.nan))
     mid = quote_mid(np.array([9.0, 0.0, 12.0]), np.array([11.0, 5.0, 11.0]), np.array([1.0, 2.0, 3.0]))
     assert mid.tolist() == [10.0, 2.0, 3.0]
+
+
+def test_nearest_strike_takes_the_lower_strike_on_a_tie_in_any_order():
+    assert nearest_strike(np.array([120.0, 110.0, 100.0]), 115.0) == 110.0
+    assert nearest_strike([150.0, 250.0, 200.0, 100.0], 175.0) == 150.0
+    assert nearest_strike([130.0, 100.0], 90.0) == 100.0
+    assert math.isnan(nearest_strike([], 100.0))
 
 
 def test_oi_history_change_against_n_minutes_ago():

@@ -175,11 +175,19 @@ async def test_periodic_check_reloads_only_when_something_changed():
 
 
 async def test_periodic_check_without_a_change_detector_reloads_every_interval():
+    interval = 0.05
     recorder = Recorder()
-    reloader = _reloader(recorder, check_interval_s=0.02, min_interval_s=0)
+    reloader = _reloader(recorder, check_interval_s=interval, min_interval_s=0)
+    started = time.monotonic()
     task = await _run(reloader)
     await recorder.wait_calls(3)
     await _stop(task)
+
+    # Each periodic reload waits a full quiet interval after the previous one (the first after the start);
+    # the small allowance is for the event loop, which may fire a timer up to its clock resolution early.
+    gaps = [later - earlier for earlier, later in zip([started, *recorder.started], recorder.started, strict=False)]
+    assert all(gap >= interval - 1e-3 for gap in gaps), gaps
+    assert recorder.calls[:3] == [[], [], []]  # periodic reloads carry no request ids
 
 
 async def test_blocking_wait_returns_true_once_the_running_loop_applied_the_change():

@@ -301,7 +301,7 @@ async def test_flusher_ends_when_cancelled_as_a_send_completes():
     flusher = asyncio.create_task(loop._flush_forever())
     done, _ = await asyncio.wait({flusher}, timeout=2.0)
     if not done:
-        flusher.cancel()  # the old behaviour: one more cancel would not stop it either; do not leak it
+        flusher.cancel()  # a flusher that swallowed one cancel may swallow this one too; do not leak it
         for _ in range(3):
             await asyncio.sleep(0)
     assert sends, "the flusher sent nothing"

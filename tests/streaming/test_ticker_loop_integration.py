@@ -1,4 +1,4 @@
-"""Done-when of issue 5, in process: the ticker loop against the Kite simulator with two accounts and
+"""The ticker loop end to end, in process, against the Kite simulator with two accounts and
 a few thousand subscriptions, publishing to the channel layer and to a Redis we can take down."""
 
 from __future__ import annotations

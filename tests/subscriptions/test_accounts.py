@@ -15,6 +15,7 @@ from django.db import connection
 from django.urls import reverse
 
 from subscriptions.models import IST, TradingAccount
+from subscriptions.services.accounts import account_set_secrets
 from tests.subscriptions.factories import AccountFactory
 
 pytestmark = pytest.mark.django_db
@@ -87,6 +88,19 @@ def refusing_kite(settings) -> Iterator[FakeKite]:
     settings.KITE_API_ROOT = kite.url
     yield kite
     kite.close()
+
+
+def test_set_secrets_replaces_only_what_is_given_and_a_new_token_has_no_known_expiry():
+    expires = dt.datetime(2030, 1, 2, 6, 0, tzinfo=IST)
+    account = AccountFactory(api_secret=SECRET, access_token="tok-old", token_expires_at=expires)
+    account_set_secrets(account=account, api_secret="", access_token=None)
+    fresh = TradingAccount.objects.get(pk=account.pk)
+    assert (fresh.api_secret, fresh.access_token, fresh.token_expires_at) == (SECRET, "tok-old", expires)
+    account_set_secrets(account=account, access_token="tok-new")
+    fresh = TradingAccount.objects.get(pk=account.pk)
+    assert (fresh.api_secret, fresh.access_token, fresh.token_expires_at) == (SECRET, "tok-new", None)
+    account_set_secrets(account=fresh, api_secret="other-secret", save=False)
+    assert TradingAccount.objects.get(pk=account.pk).api_secret == SECRET
 
 
 def test_login_redirects_to_kite_with_the_api_key_and_account(admin_client, settings):

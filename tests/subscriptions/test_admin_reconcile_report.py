@@ -168,7 +168,7 @@ def test_an_unreadable_ticker_status_does_not_break_the_page(staff_client, monke
     def unreachable() -> None:
         raise ConnectionError("redis is down")
 
-    monkeypatch.setattr("subscriptions.admin.ticker_status", unreachable)
+    monkeypatch.setattr("subscriptions.admin.list_context.ticker_status", unreachable)
 
     response = staff_client.get(reverse(ACCOUNTS_URL))
 

@@ -2,7 +2,8 @@
 
 With Redis the message goes out on a pub/sub channel so tickers in other processes hear it;
 embedded, in-process listeners are called. Callers use `notify_subscriptions_changed` after
-commit (see signals.py); the ticker's reloader coalesces bursts and rate-limits the reloads.
+commit (subscriptions/signals.py, the chain and reconcile services); the ticker's reloader
+coalesces bursts and rate-limits the reloads.
 """
 
 from __future__ import annotations

@@ -1,1 +1,0 @@
-"""No database tables of its own."""
