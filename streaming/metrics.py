@@ -23,6 +23,11 @@ from prometheus_client.registry import Collector
 
 TICKS_TOTAL = Counter("ticker_ticks_total", "Ticks applied to the market state", ["mode"])
 MALFORMED_TOTAL = Counter("ticker_malformed_packets_total", "Packets counted and skipped as malformed")
+CHAIN_WS_BAD_MESSAGES_TOTAL = Counter(
+    "chain_ws_bad_messages_total",
+    "Chain websocket client messages answered with an error and skipped",
+    ["reason"],  # binary | too_large | too_deep | not_json | not_object | unknown_action
+)
 CHAIN_MESSAGES_TOTAL = Counter("ticker_chain_messages_total", "Chain deltas sent to the channel layer")
 TICK_TO_CHANNEL_SECONDS = Histogram(
     "ticker_tick_to_channel_seconds",

@@ -4,6 +4,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.routers import DefaultRouter
+from rest_framework.settings import api_settings
 from rest_framework.throttling import ScopedRateThrottle
 
 from history.api import CandleViewSet
@@ -16,6 +17,8 @@ class TokenLoginView(ObtainAuthToken):
 
     throttle_classes = [ScopedRateThrottle]
     throttle_scope = "login"
+    # ObtainAuthToken names DRF's own parsers; the project's (nesting limit) apply here too.
+    parser_classes = api_settings.DEFAULT_PARSER_CLASSES
 
 
 router = DefaultRouter()

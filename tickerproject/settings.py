@@ -245,6 +245,17 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
+# --- Input from clients (API bodies, websocket messages, websocket handshakes) ---------------
+# JSON nested deeper than this is refused: a 400 on the API, an error message on the chain websocket.
+JSON_MAX_DEPTH = env.int("JSON_MAX_DEPTH", default=32)
+REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"] = [
+    "tickerproject.parsers.DepthLimitedJSONParser",
+    "rest_framework.parsers.FormParser",
+    "rest_framework.parsers.MultiPartParser",
+]
+# The chain websocket's client only sends {"action": "snapshot"}; a longer message gets an error.
+CHAIN_WS_MAX_MESSAGE_BYTES = env.int("CHAIN_WS_MAX_MESSAGE_BYTES", default=4096)
+
 # --- Kite -----------------------------------------------------------------------------------
 KITE_API_ROOT = env.str("KITE_API_ROOT", default="https://api.kite.trade")
 KITE_WS_ROOT = env.str("KITE_WS_ROOT", default="wss://ws.kite.trade")
