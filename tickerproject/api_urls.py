@@ -4,11 +4,11 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.routers import DefaultRouter
-from rest_framework.throttling import ScopedRateThrottle
 
 from history.api import CandleViewSet
 from streaming.api import ChainListView, ChainSnapshotView, HealthView
 from subscriptions.api import AccountViewSet, InstrumentViewSet, SubscriptionViewSet
+from tickerproject.api_throttling import ScopedRateThrottle
 
 
 class TokenLoginView(ObtainAuthToken):

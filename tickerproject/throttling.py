@@ -1,7 +1,8 @@
 """Login throttling for the password sign-in pages: the admin's and the chain page's.
 
 Failed sign-ins are counted in the cache (Redis when REDIS_URL, so every web worker sees the same
-counts) per (client address, username) and per client address. Past the limit, a POST to either
+counts) per (client address, username) and per client address, the address being
+`tickerproject.client_address` (X-Forwarded-For only from a trusted proxy). Past the limit, a POST to either
 sign-in page is answered 429 *before* the password is checked, until the window ends:
 
 - `LOGIN_THROTTLE_FAILURES` failures for one username from one address (default 5), so a guesser
@@ -29,6 +30,8 @@ from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 
+from tickerproject.client_address import client_address
+
 log = logging.getLogger(__name__)
 
 LOGIN_URL_NAMES = ("admin:login", "streaming:login")
@@ -41,12 +44,6 @@ def _limits() -> tuple[int, int, int]:
         int(getattr(settings, "LOGIN_THROTTLE_FAILURES_PER_ADDRESS", 20)),
         int(getattr(settings, "LOGIN_THROTTLE_WINDOW_S", 900)),
     )
-
-
-def client_address(request: Any) -> str:
-    """The peer address. Behind a reverse proxy set it from X-Forwarded-For in the proxy layer
-    (uvicorn --proxy-headers --forwarded-allow-ips), never trust the header here."""
-    return str(request.META.get("REMOTE_ADDR") or "unknown")
 
 
 def _digest(value: str) -> str:
