@@ -12,6 +12,8 @@ from pathlib import Path
 from django.core.exceptions import ImproperlyConfigured
 from environs import Env
 
+from tickerproject.client_address import parse_trusted_proxies
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = Env()
@@ -210,6 +212,10 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", defa
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
 if env.bool("USE_X_FORWARDED_PROTO", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# The reverse proxies (addresses or networks, comma-separated) whose X-Forwarded-For is believed, by
+# uvicorn (tickerproject.serve passes it this list) and by tickerproject.client_address.
+# Empty: no proxy is trusted, the connection's peer is the client (tickerproject/client_address.py).
+TRUSTED_PROXIES = parse_trusted_proxies(env.list("FORWARDED_ALLOW_IPS", default=[]))
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 
@@ -225,10 +231,13 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 100,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # Keyed on tickerproject.client_address, like the sign-in lockout.
     "DEFAULT_THROTTLE_CLASSES": [
-        "rest_framework.throttling.AnonRateThrottle",
-        "rest_framework.throttling.UserRateThrottle",
+        "tickerproject.api_throttling.AnonRateThrottle",
+        "tickerproject.api_throttling.UserRateThrottle",
     ],
+    # A stock DRF throttle added later then keys on the peer, never on a raw X-Forwarded-For.
+    "NUM_PROXIES": 0,
     "DEFAULT_THROTTLE_RATES": {
         "anon": env.str("API_THROTTLE_ANON", default="60/min"),
         "user": env.str("API_THROTTLE_USER", default="1200/min"),

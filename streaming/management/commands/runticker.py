@@ -84,21 +84,15 @@ class Command(BaseCommand):
 def _make_server(host: str, port: int) -> Any:
     import uvicorn
 
+    from tickerproject.serve import APP, uvicorn_options
+
     class _Server(uvicorn.Server):
         @contextlib.contextmanager
         def capture_signals(self):  # the command owns SIGINT/SIGTERM and stops the server itself
             yield
 
-    # No per-client permessage-deflate: compressing every chain frame once per browser costs several
-    # times the CPU of the rest of the fan-out (docs/benchmarks.md); chain frames are compact instead.
-    config = uvicorn.Config(
-        app="tickerproject.asgi:application",
-        host=host,
-        port=port,
-        lifespan="off",
-        log_level="info",
-        ws_per_message_deflate=False,
-    )
+    # The same options as the Dockerfile's web process (trusted proxies, no per-client compression).
+    config = uvicorn.Config(app=APP, host=host, port=port, log_level="info", **uvicorn_options())
     return _Server(config)
 
 
