@@ -23,7 +23,6 @@ DRF (scope "login", LOGIN_THROTTLE requests per minute, successful or not).
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -35,6 +34,7 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 
 from tickerproject.client_address import client_address
+from tickerproject.json_limits import loads_limited
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ def _posted_username(request: HttpRequest) -> str:
     view then rejects the request itself, and the per-address count still applies)."""
     if request.content_type == "application/json":
         try:
-            data = json.loads(request.body or b"{}")
+            data = loads_limited(request.body or b"{}", settings.JSON_MAX_DEPTH)
         except (ValueError, UnicodeDecodeError):
             return ""
         username = data.get("username", "") if isinstance(data, dict) else ""
