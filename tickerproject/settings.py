@@ -289,6 +289,11 @@ RISK_FREE_RATE = env.float("RISK_FREE_RATE", default=0.065)
 MOCK_SEED = env.int("MOCK_SEED", default=20241224)
 MOCK_STATE_MAX_SIZE = env.int("MOCK_STATE_MAX_SIZE", default=5000)
 MOCK_TICK_INTERVAL_MS = env.int("MOCK_TICK_INTERVAL_MS", default=500)
+# A full instruments dump that would delist more than this share of the listed instruments (contracts
+# past their expiry aside) delists nothing unless `syncinstruments --allow-mass-delist` is run.
+INSTRUMENT_SYNC_MAX_DELIST_SHARE = env.float("INSTRUMENT_SYNC_MAX_DELIST_SHARE", default=0.20)
+if not 0.0 <= INSTRUMENT_SYNC_MAX_DELIST_SHARE <= 1.0:
+    raise ImproperlyConfigured("INSTRUMENT_SYNC_MAX_DELIST_SHARE must be a share from 0 to 1, e.g. 0.2.")
 HISTORICAL_DAYS = env.int("HISTORICAL_DAYS", default=30)
 HISTORICAL_BOOTSTRAP_BATCH = env.int("HISTORICAL_BOOTSTRAP_BATCH", default=50)
 HISTORICAL_INTERVALS = env.list("HISTORICAL_INTERVALS", default=["minute", "day"])
