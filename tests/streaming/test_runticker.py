@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from django.core.management.base import CommandError
 
-from streaming.management.commands.runticker import parse_host_port
 from tests.streaming.ticker_support import free_port
+from tickerproject.cli import host_port as parse_host_port
 
 REPO = Path(__file__).resolve().parents[2]
 
