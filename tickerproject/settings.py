@@ -272,6 +272,8 @@ WEBSOCKET_ALLOWED_ORIGINS = env.list("WEBSOCKET_ALLOWED_ORIGINS", default=[])
 KITE_API_ROOT = env.str("KITE_API_ROOT", default="https://api.kite.trade")
 KITE_WS_ROOT = env.str("KITE_WS_ROOT", default="wss://ws.kite.trade")
 KITE_LOGIN_URL = env.str("KITE_LOGIN_URL", default="https://kite.zerodha.com/connect/login")
+# A "Log in with Kite" round trip must come back to /kite/callback/ within this many seconds.
+KITE_LOGIN_STATE_TTL_S = env.int("KITE_LOGIN_STATE_TTL_S", default=600)
 
 # --- Ticker, mock market, history -----------------------------------------------------------
 TICKER_MODE = env.str("TICKER_MODE", default="auto")  # auto | live | mock
