@@ -9,6 +9,7 @@ default none), the same list `tickerproject.client_address` uses: never uvicorn'
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 from typing import Any
 
@@ -27,7 +28,20 @@ def uvicorn_options() -> dict[str, Any]:
         # times the CPU of the rest of the fan-out (docs/benchmarks.md); chain frames are compact instead.
         "ws_per_message_deflate": False,
         "lifespan": "off",  # Django has no lifespan handlers
+        "log_config": uvicorn_log_config(),
     }
+
+
+def uvicorn_log_config() -> dict[str, Any]:
+    """uvicorn's own logging, with credentials masked: the access log prints every request line, and
+    Kite's login callback carries a `request_token` in its query string."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["filters"] = {"redact_secrets": {"()": "tickerproject.log_redaction.RedactSecretsFilter"}}
+    for handler in config["handlers"].values():
+        handler.setdefault("filters", []).append("redact_secrets")
+    return config
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,7 +10,8 @@ Fixtures (registered in tests/security/conftest.py):
 - `running_app`: a `RunningApp` with the Dockerfile's defaults (no trusted proxy);
 - `start_running_app(**env)`: more apps with extra environment, e.g. FORWARDED_ALLOW_IPS="127.0.0.1".
 A `RunningApp` has `.base_url`, `.staff_username`, `.staff_password`, `.staff_session()` (a
-`requests.Session` signed in to the admin) and `.log()`.
+`requests.Session` signed in to the admin), `.django_python(code)` (runs code with Django set up on the
+app's own database and settings, returns its stdout) and `.log()`.
 """
 
 from __future__ import annotations
@@ -65,6 +66,20 @@ class RunningApp:
     staff_username: str
     staff_password: str
     process: Proc = field(repr=False)
+    env: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def django_python(self, code: str) -> str:
+        """Run `code` in a fresh interpreter with Django set up on this app's database; its stdout."""
+        result = subprocess.run(
+            [sys.executable, "-c", "import django\ndjango.setup()\n" + code],
+            cwd=REPO,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        return result.stdout
 
     def log(self) -> str:
         return self.process.log()
@@ -137,11 +152,12 @@ def start_app(template: AppTemplate, directory: Path, **extra_env: str) -> Runni
     shutil.copyfile(template.database, database)
     port = free_port()
     log_path = directory / "uvicorn.log"
+    env = template.env(database, **extra_env)
     with open(log_path, "ab") as log:  # the child keeps its own copy of the file descriptor
         popen = subprocess.Popen(
             dockerfile_command("127.0.0.1", port),
             cwd=REPO,
-            env=template.env(database, **extra_env),
+            env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -152,6 +168,7 @@ def start_app(template: AppTemplate, directory: Path, **extra_env: str) -> Runni
         staff_username=STAFF_USERNAME,
         staff_password=template.staff_password,
         process=proc,
+        env=env,
     )
 
     def answering() -> bool:

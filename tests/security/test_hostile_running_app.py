@@ -2,7 +2,8 @@
 
 A guesser rotating `X-Forwarded-For` must not become a new client on every attempt (the sign-in
 lockout and the API throttles key on the address uvicorn and the app agree on), and only a proxy
-named in FORWARDED_ALLOW_IPS may say who the client is.
+named in FORWARDED_ALLOW_IPS may say who the client is. A Kite login callback that a page on another
+site makes a signed-in operator's browser fetch changes nothing.
 """
 
 from __future__ import annotations
@@ -76,3 +77,40 @@ def test_a_trusted_proxy_on_loopback_names_the_client(start_running_app):
     # Without X-Forwarded-For the proxy itself is the client, and it has no failures.
     staff = app.staff_session()
     assert staff.get(f"{app.base_url}/api/accounts/", timeout=10).status_code == 200
+
+
+_ACCOUNT_STATE = """
+from subscriptions.models import TradingAccount
+a = TradingAccount.objects.get(label="Victim")
+print(repr((a.health, a.last_error, a.access_token, a.kite_user_id, a.token_expires_at, a.updated_at)))
+"""
+
+
+def test_a_cross_site_kite_callback_changes_nothing(start_running_app):
+    # An exchange that cannot be reached: before the login state existed, such a callback marked the
+    # account unhealthy (its subscriptions moved off it); with Kite reachable it swapped the token.
+    app = start_running_app(KITE_API_ROOT="http://127.0.0.1:9", KITE_LOGIN_URL="http://127.0.0.1:9/connect/login")
+    app.django_python(
+        "import datetime as dt\n"
+        "from subscriptions.models import TradingAccount\n"
+        "TradingAccount.objects.create(label='Victim', api_key='victim_key', api_secret='victim_secret',"
+        " access_token='the-real-token', kite_user_id='AB1234', health=TradingAccount.Health.OK,"
+        " token_expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(hours=6))\n"
+    )
+    account_id = int(
+        app.django_python(_ACCOUNT_STATE.replace("print(repr((", "print(a.pk) or print(repr((")).split()[0]
+    )
+    before = app.django_python(_ACCOUNT_STATE)
+    browser = app.staff_session()  # the operator is signed in; the attacker's page makes the browser call
+    response = browser.get(
+        f"{app.base_url}/kite/callback/",
+        params={"account": account_id, "status": "success", "request_token": "attackers-request-token"},
+        headers={"Referer": "https://attacker.example/", "Sec-Fetch-Site": "cross-site"},
+        allow_redirects=False,
+        timeout=10,
+    )
+    assert response.status_code == 302
+    page = browser.get(f"{app.base_url}{response.headers['Location']}", timeout=10)
+    assert "Kite login refused" in page.text and "Nothing was changed" in page.text
+    assert app.django_python(_ACCOUNT_STATE) == before
+    assert "attackers-request-token" not in app.log()
