@@ -21,4 +21,6 @@ RUN SECRET_KEY=collectstatic-only DEBUG=0 python manage.py collectstatic --noinp
 USER app
 EXPOSE 8000
 
-CMD ["uvicorn", "tickerproject.asgi:application", "--host", "0.0.0.0", "--port", "8000", "--proxy-headers", "--forwarded-allow-ips", "*", "--ws-per-message-deflate", "false"]
+# uvicorn with the project's options (tickerproject/serve.py): X-Forwarded-For is believed only from the
+# proxies in FORWARDED_ALLOW_IPS (default: none), the same list the sign-in lockout and API throttles use.
+CMD ["python", "-m", "tickerproject.serve", "--host", "0.0.0.0", "--port", "8000"]

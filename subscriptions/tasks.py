@@ -51,7 +51,12 @@ def expiry_cleanup() -> dict[str, Any]:
 @shared_task(name="subscriptions.instrument_sync", acks_late=True, time_limit=900, soft_time_limit=840)
 def instrument_sync() -> dict[str, Any]:
     """08:30 IST: download Kite's instruments dump and sync the registry (needs a logged-in account)."""
-    from subscriptions.services.instruments import NoKiteAccount, instruments_sync_from_kite
+    from subscriptions.services.instruments import (
+        WOULD_DELIST_SHOWN,
+        InstrumentDumpUnreadable,
+        NoKiteAccount,
+        instruments_sync_from_kite,
+    )
 
     with task_lock("subscriptions.instrument_sync", timeout=960) as acquired:
         if not acquired:
@@ -61,4 +66,15 @@ def instrument_sync() -> dict[str, Any]:
         except NoKiteAccount as exc:
             logger.warning("instrument sync skipped: %s", exc)
             return {"skipped": str(exc)}
+        except InstrumentDumpUnreadable as exc:
+            logger.error("instrument sync refused: %s", exc)
+            return {"refused": str(exc)}
+        if report.delist_refused:
+            # Unattended, the guard has no override: an operator checks the dump and runs the command.
+            logger.error(
+                "instrument sync: %s (first: %s); run `manage.py syncinstruments --allow-mass-delist` if it is real",
+                report.delist_refused,
+                ", ".join(report.would_delist[:WOULD_DELIST_SHOWN]),
+            )
+            return {"summary": report.summary(), "refused": report.delist_refused}
         return {"summary": report.summary()}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.core.exceptions import ValidationError
@@ -11,9 +13,17 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET
 
 from subscriptions.models import TradingAccount
-from subscriptions.services.accounts import KiteLoginError, account_complete_login, account_login_url
+from subscriptions.services.accounts import (
+    KiteLoginError,
+    KiteLoginStateError,
+    account_check_can_log_in,
+    account_complete_login,
+    account_login_url,
+    kite_login_state_consume,
+    kite_login_state_issue,
+)
 
-SESSION_KEY = "kite_login_account_id"
+logger = logging.getLogger(__name__)
 
 
 def _account_page(account_id: int | None) -> str:
@@ -25,30 +35,40 @@ def _account_page(account_id: int | None) -> str:
 @require_GET
 @staff_member_required
 def kite_login(request: HttpRequest, account_id: int) -> HttpResponse:
-    """Send the operator to Kite's login page for this account."""
+    """Send the operator to Kite's login page for this account, with a single-use state for the callback."""
     account = get_object_or_404(TradingAccount, pk=account_id)
     try:
-        url = account_login_url(account=account)
+        account_check_can_log_in(account=account)
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
         return redirect(_account_page(account.pk))
-    # Kite echoes redirect_params back; the session is the fallback if an app's redirect drops them.
-    request.session[SESSION_KEY] = account.pk
-    return HttpResponseRedirect(url)
+    state = kite_login_state_issue(session=request.session, account_id=account.pk, user_id=request.user.pk)
+    return HttpResponseRedirect(account_login_url(account=account, state=state))
 
 
 @require_GET
 @staff_member_required
 def kite_callback(request: HttpRequest) -> HttpResponse:
-    """Kite redirects here with `request_token` and `status`; store the exchanged access token."""
-    raw_id = request.GET.get("account") or request.session.get(SESSION_KEY)
+    """Kite redirects here with `request_token`, `status` and our redirect_params (account, state).
+
+    The state is checked before anything else: a callback this session's user did not start for this
+    account changes nothing.
+    """
     try:
-        account_id = int(raw_id) if raw_id is not None else None
-    except (TypeError, ValueError):
+        account_id: int | None = int(request.GET.get("account", ""))
+    except ValueError:
         account_id = None
-    if account_id is None:
-        messages.error(request, "Kite's callback did not say which account logged in; start again from the account.")
-        return redirect(_account_page(None))
+    try:
+        kite_login_state_consume(
+            session=request.session,
+            state=request.GET.get("state", ""),
+            account_id=account_id,
+            user_id=request.user.pk,
+        )
+    except KiteLoginStateError as exc:
+        logger.warning("Kite callback refused (%s) for account %s, user %s", exc.reason, account_id, request.user.pk)
+        messages.error(request, str(exc))
+        return redirect(_account_page(account_id))
     account = get_object_or_404(TradingAccount, pk=account_id)
     status = request.GET.get("status", "")
     request_token = request.GET.get("request_token", "")
@@ -60,7 +80,6 @@ def kite_callback(request: HttpRequest) -> HttpResponse:
     except KiteLoginError as exc:
         messages.error(request, f"{account.label}: {exc}")
     else:
-        request.session.pop(SESSION_KEY, None)
         messages.success(
             request,
             f"{account.label} logged in to Kite as {account.kite_user_id}; "

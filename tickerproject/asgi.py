@@ -11,13 +11,18 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs Django set up first)
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.urls import re_path  # noqa: E402
 
 from streaming.web.routing import websocket_urlpatterns  # noqa: E402
+from tickerproject.websocket_security import SameOriginValidator, refuse_unrouted  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        # Origin first (a foreign page gets nothing, not even a session lookup); a path no route
+        # matches ends at the catch-all, refused instead of raising.
+        "websocket": SameOriginValidator(
+            AuthMiddlewareStack(URLRouter([*websocket_urlpatterns, re_path(r"", refuse_unrouted)]))
+        ),
     }
 )

@@ -12,6 +12,8 @@ from pathlib import Path
 from django.core.exceptions import ImproperlyConfigured
 from environs import Env
 
+from tickerproject.client_address import parse_trusted_proxies
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = Env()
@@ -211,6 +213,10 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", defa
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
 if env.bool("USE_X_FORWARDED_PROTO", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# The reverse proxies (addresses or networks, comma-separated) whose X-Forwarded-For is believed, by
+# uvicorn (tickerproject.serve passes it this list) and by tickerproject.client_address.
+# Empty: no proxy is trusted, the connection's peer is the client (tickerproject/client_address.py).
+TRUSTED_PROXIES = parse_trusted_proxies(env.list("FORWARDED_ALLOW_IPS", default=[]))
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 
@@ -226,10 +232,13 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 100,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # Keyed on tickerproject.client_address, like the sign-in lockout.
     "DEFAULT_THROTTLE_CLASSES": [
-        "rest_framework.throttling.AnonRateThrottle",
-        "rest_framework.throttling.UserRateThrottle",
+        "tickerproject.api_throttling.AnonRateThrottle",
+        "tickerproject.api_throttling.UserRateThrottle",
     ],
+    # A stock DRF throttle added later then keys on the peer, never on a raw X-Forwarded-For.
+    "NUM_PROXIES": 0,
     "DEFAULT_THROTTLE_RATES": {
         "anon": env.str("API_THROTTLE_ANON", default="60/min"),
         "user": env.str("API_THROTTLE_USER", default="1200/min"),
@@ -246,10 +255,26 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
+# --- Input from clients (API bodies, websocket messages, websocket handshakes) ---------------
+# JSON nested deeper than this is refused: a 400 on the API, an error message on the chain websocket.
+JSON_MAX_DEPTH = env.int("JSON_MAX_DEPTH", default=32)
+REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"] = [
+    "tickerproject.parsers.DepthLimitedJSONParser",
+    "rest_framework.parsers.FormParser",
+    "rest_framework.parsers.MultiPartParser",
+]
+# The chain websocket's client only sends {"action": "snapshot"}; a longer message gets an error.
+CHAIN_WS_MAX_MESSAGE_BYTES = env.int("CHAIN_WS_MAX_MESSAGE_BYTES", default=4096)
+# Websocket handshakes must come from the site's own origin (Origin host:port == Host) or one of
+# these origins (or CSRF_TRUSTED_ORIGINS): tickerproject/websocket_security.py.
+WEBSOCKET_ALLOWED_ORIGINS = env.list("WEBSOCKET_ALLOWED_ORIGINS", default=[])
+
 # --- Kite -----------------------------------------------------------------------------------
 KITE_API_ROOT = env.str("KITE_API_ROOT", default="https://api.kite.trade")
 KITE_WS_ROOT = env.str("KITE_WS_ROOT", default="wss://ws.kite.trade")
 KITE_LOGIN_URL = env.str("KITE_LOGIN_URL", default="https://kite.zerodha.com/connect/login")
+# A "Log in with Kite" round trip must come back to /kite/callback/ within this many seconds.
+KITE_LOGIN_STATE_TTL_S = env.int("KITE_LOGIN_STATE_TTL_S", default=600)
 
 # --- Ticker, mock market, history -----------------------------------------------------------
 TICKER_MODE = env.str("TICKER_MODE", default="auto")  # auto | live | mock
@@ -267,6 +292,11 @@ RISK_FREE_RATE = env.float("RISK_FREE_RATE", default=0.065)
 MOCK_SEED = env.int("MOCK_SEED", default=20241224)
 MOCK_STATE_MAX_SIZE = env.int("MOCK_STATE_MAX_SIZE", default=5000)
 MOCK_TICK_INTERVAL_MS = env.int("MOCK_TICK_INTERVAL_MS", default=500)
+# A full instruments dump that would delist more than this share of the listed instruments (contracts
+# past their expiry aside) delists nothing unless `syncinstruments --allow-mass-delist` is run.
+INSTRUMENT_SYNC_MAX_DELIST_SHARE = env.float("INSTRUMENT_SYNC_MAX_DELIST_SHARE", default=0.20)
+if not 0.0 <= INSTRUMENT_SYNC_MAX_DELIST_SHARE <= 1.0:
+    raise ImproperlyConfigured("INSTRUMENT_SYNC_MAX_DELIST_SHARE must be a share from 0 to 1, e.g. 0.2.")
 HISTORICAL_DAYS = env.int("HISTORICAL_DAYS", default=30)
 HISTORICAL_BOOTSTRAP_BATCH = env.int("HISTORICAL_BOOTSTRAP_BATCH", default=50)
 HISTORICAL_INTERVALS = env.list("HISTORICAL_INTERVALS", default=["minute", "day"])

@@ -1,8 +1,11 @@
-"""Login throttling for the password sign-in pages: the admin's and the chain page's.
+"""Login throttling for every endpoint that checks a password: the admin's sign-in, the chain
+page's and the API token login (`LOGIN_URL_NAMES`).
 
 Failed sign-ins are counted in the cache (Redis when REDIS_URL, so every web worker sees the same
-counts) per (client address, username) and per client address. Past the limit, a POST to either
-sign-in page is answered 429 *before* the password is checked, until the window ends:
+counts) per (client address, username) and per client address, the address being
+`tickerproject.client_address` (X-Forwarded-For only from a trusted proxy). Past the limit, a POST
+to any of them is answered 429 with Retry-After *before* the password is checked, until the window
+ends:
 
 - `LOGIN_THROTTLE_FAILURES` failures for one username from one address (default 5), so a guesser
   is stopped while the real user signing in from elsewhere is not locked out by a stranger;
@@ -10,10 +13,11 @@ sign-in page is answered 429 *before* the password is checked, until the window 
   which stops password spraying;
 - both within `LOGIN_THROTTLE_WINDOW_S` seconds (default 900) of the first failure.
 
-A successful sign-in clears the (address, username) count. Failures are seen through Django's
-`user_login_failed` signal, which every login path fires through `authenticate()`, so wrong
-passwords sent to the API token login count too; that endpoint itself is throttled by DRF's
-ScopedRateThrottle (scope "login", LOGIN_THROTTLE requests per minute, successful or not).
+A successful sign-in clears the (address, username) count (the token login, which does not
+fire `user_logged_in`, calls `login_success_record` itself). Failures are seen through Django's
+`user_login_failed` signal, which every login path fires through `authenticate()`. The username is
+read from the form, or from the JSON body the API may post. The token login is also rate limited by
+DRF (scope "login", LOGIN_THROTTLE requests per minute, successful or not).
 """
 
 from __future__ import annotations
@@ -29,9 +33,12 @@ from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 
+from tickerproject.client_address import client_address
+from tickerproject.platform.json_limits import loads_limited
+
 log = logging.getLogger(__name__)
 
-LOGIN_URL_NAMES = ("admin:login", "streaming:login")
+LOGIN_URL_NAMES = ("admin:login", "streaming:login", "api-token")
 _KEY_PREFIX = "login-throttle:"
 
 
@@ -41,12 +48,6 @@ def _limits() -> tuple[int, int, int]:
         int(getattr(settings, "LOGIN_THROTTLE_FAILURES_PER_ADDRESS", 20)),
         int(getattr(settings, "LOGIN_THROTTLE_WINDOW_S", 900)),
     )
-
-
-def client_address(request: Any) -> str:
-    """The peer address. Behind a reverse proxy set it from X-Forwarded-For in the proxy layer
-    (uvicorn --proxy-headers --forwarded-allow-ips), never trust the header here."""
-    return str(request.META.get("REMOTE_ADDR") or "unknown")
 
 
 def _digest(value: str) -> str:
@@ -146,6 +147,15 @@ class LoginThrottleMiddleware:
 
 
 def _posted_username(request: HttpRequest) -> str:
+    """The username a sign-in POST names, from a form or a JSON object; "" when there is none (the
+    view then rejects the request itself, and the per-address count still applies)."""
+    if request.content_type == "application/json":
+        try:
+            data = loads_limited(request.body or b"{}", settings.JSON_MAX_DEPTH)
+        except (ValueError, UnicodeDecodeError):
+            return ""
+        username = data.get("username", "") if isinstance(data, dict) else ""
+        return username if isinstance(username, str) else str(username)
     return request.POST.get("username", "")
 
 

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 import requests
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 from kiteconnect import KiteConnect
@@ -291,6 +292,42 @@ def subscribed_instruments(*, instrument_ids: Iterable[int] | None = None) -> li
     if instrument_ids is not None:
         qs = qs.filter(pk__in=list(instrument_ids))
     return list(qs.order_by("pk"))
+
+
+# Kite's archive reaches back "several years"; no contract this service follows (index options live
+# for months) has candles older than 20 years, and the bound keeps `now - days` far inside datetime's range.
+HISTORY_MAX_DAYS = 20 * 365
+
+_MAX_ID = 2**63 - 1  # a BigAutoField; larger values cannot be an id (and overflow SQLite's integer)
+
+
+def backfill_request_check(*, instrument_ids: Iterable[int] | None = None, days: int | None = None) -> None:
+    """Raise ValidationError (field errors on `instrument_ids` and `days`) unless every id is a
+    subscribed, listed instrument and `days` is within 1..HISTORY_MAX_DAYS; a backfill asked for an
+    instrument it would skip would otherwise report success having done nothing."""
+    errors: dict[str, list[str]] = {}
+    if days is not None and not 1 <= days <= HISTORY_MAX_DAYS:
+        errors["days"] = [f"must be between 1 and {HISTORY_MAX_DAYS} (20 years), got {days}"]
+    if instrument_ids is not None:
+        wanted = sorted(set(instrument_ids))
+        valid = [pk for pk in wanted if 0 < pk <= _MAX_ID]
+        subscribed = {x.pk for x in subscribed_instruments(instrument_ids=valid)}
+        known = dict(Instrument.objects.filter(pk__in=valid).values_list("pk", "tradingsymbol"))
+        by_token = dict(Instrument.objects.filter(instrument_token__in=valid).values_list("instrument_token", "pk"))
+        messages = []
+        for pk in wanted:
+            if pk in subscribed:
+                continue
+            if pk in known:
+                messages.append(f"instrument {pk} ({known[pk]}) has no active subscription or is delisted")
+            elif pk in by_token:
+                messages.append(f"no instrument with id {pk} (it is the instrument token of id {by_token[pk]})")
+            else:
+                messages.append(f"no instrument with id {pk}")
+        if messages:
+            errors["instrument_ids"] = messages
+    if errors:
+        raise ValidationError(errors)
 
 
 ProgressCallback = Callable[[BackfillRun, int], None]

@@ -107,19 +107,17 @@ def start_simulator(state: SimulatorState, *, host: str = "127.0.0.1", port: int
 
 def serve_forever(
     state: SimulatorState,
+    sock: socket.socket,
     *,
-    host: str = "127.0.0.1",
-    port: int = 8765,
     on_listening: Callable[[int], None] | None = None,
 ) -> None:
-    """Serve in the foreground until SIGINT/SIGTERM (uvicorn installs the handlers in the main thread).
-    `on_listening(port)` is told the bound port (useful with port 0) before serving starts."""
-    sock = _bind(host, port)
-    bound_port = sock.getsockname()[1]
-    if on_listening is not None:
-        on_listening(bound_port)
-    server = uvicorn.Server(_config(state, host, bound_port))
+    """Serve on the listening `sock` in the foreground until SIGINT/SIGTERM (uvicorn installs the
+    handlers in the main thread), then close it. `on_listening(port)` is told the bound port (useful
+    with port 0) before serving starts."""
+    host, bound_port = sock.getsockname()[:2]
     try:
-        server.run(sockets=[sock])
+        if on_listening is not None:
+            on_listening(bound_port)
+        uvicorn.Server(_config(state, host, bound_port)).run(sockets=[sock])
     finally:
         sock.close()

@@ -30,8 +30,16 @@ from streaming.contract import CHAIN, DELTA, KIND, SNAPSHOT, chain_group, encode
 from streaming.snapshot_store import aget_chain_snapshot
 from streaming.web.chain_feed import ChainFeed, Decision
 from streaming.web.chain_hub import chain_hub
+from streaming.web.metrics import CHAIN_WS_BAD_MESSAGES_TOTAL
+from tickerproject.platform.json_limits import JSONTooDeep, loads_limited
+from tickerproject.platform.log_throttle import ThrottleRepeatsFilter
 
 logger = logging.getLogger(__name__)
+# What clients send is theirs to vary: one line a minute for all bad messages, however many clients
+# send them; the counter (chain_ws_bad_messages_total) has every one.
+input_logger = logging.getLogger(f"{__name__}.client_input")
+INPUT_LOG_THROTTLE = ThrottleRepeatsFilter(interval_s=60.0, per_argument=False)
+input_logger.addFilter(INPUT_LOG_THROTTLE)
 
 # Close codes (4000-4999 are the application's). Browsers see code and reason in the close event.
 CLOSE_LOGIN_REQUIRED = 4401
@@ -42,6 +50,39 @@ CLOSE_TRY_AGAIN = 1013  # RFC 6455 "try again later": the page reconnects with b
 _SAFE_UNDERLYING = re.compile(r"[A-Z0-9_-]{1,40}")
 
 _RESYNC = object()  # queue marker: the backlog was dropped, send a fresh snapshot
+
+
+_EXPECTED = 'expected {"action": "snapshot"}'
+
+
+class BadClientMessage(ValueError):
+    """A client message the chain protocol does not understand: `reason` labels the counter,
+    the message goes back to the client."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def parse_client_action(text_data: str | None, bytes_data: bytes | None) -> str:
+    """The action a client message asks for (only "snapshot" exists), or BadClientMessage."""
+    if text_data is None:
+        raise BadClientMessage("binary", f"binary frames are not understood: send JSON text, {_EXPECTED}")
+    limit = settings.CHAIN_WS_MAX_MESSAGE_BYTES
+    if len(text_data) > limit or len(text_data.encode("utf-8", "replace")) > limit:
+        raise BadClientMessage("too_large", f"message longer than {limit} bytes: {_EXPECTED}")
+    try:
+        message = loads_limited(text_data, settings.JSON_MAX_DEPTH)
+    except JSONTooDeep as exc:
+        raise BadClientMessage("too_deep", f"{exc}: {_EXPECTED}") from None
+    except ValueError:
+        raise BadClientMessage("not_json", f"not JSON: {_EXPECTED}") from None
+    if not isinstance(message, dict):
+        raise BadClientMessage("not_object", f"not a JSON object: {_EXPECTED}")
+    action = message.get("action")
+    if action != "snapshot":
+        raise BadClientMessage("unknown_action", f"unknown action {str(action)[:40]!r}: {_EXPECTED}")
+    return action
 
 
 @dataclass(frozen=True)
@@ -98,11 +139,12 @@ class ChainConsumer(AsyncWebsocketConsumer):
         reason = (
             await self._unknown_chain_reason()
             if _SAFE_UNDERLYING.fullmatch(self.underlying)
-            else (f"unsupported underlying {self.underlying[:64]!r}")
+            else (f"unsupported underlying {self.underlying[:40]!r}")
         )
         if reason:
             await self.accept()
-            await self.close(code=CLOSE_UNKNOWN_CHAIN, reason=reason)
+            # A close frame carries at most 123 bytes of reason; the path is the client's choice.
+            await self.close(code=CLOSE_UNKNOWN_CHAIN, reason=reason.encode()[:123].decode(errors="ignore"))
             return
         self.feed = ChainFeed()
         self.queue: asyncio.Queue = asyncio.Queue(maxsize=settings.CHAIN_WS_SEND_QUEUE)
@@ -126,7 +168,7 @@ class ChainConsumer(AsyncWebsocketConsumer):
         try:
             expiry = dt.date.fromisoformat(self.expiry)
         except ValueError:
-            return f"bad expiry {self.expiry!r}: use YYYY-MM-DD"
+            return f"bad expiry {self.expiry[:40]!r}: use YYYY-MM-DD"
         try:
             if await aget_chain_snapshot(self.underlying, self.expiry) is not None:
                 return ""
@@ -147,14 +189,18 @@ class ChainConsumer(AsyncWebsocketConsumer):
                 await writer
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """A bad message is counted, answered with an error and skipped; the stream goes on."""
         try:
-            message = json.loads(text_data or "")
-        except ValueError:
-            message = None
-        if isinstance(message, dict) and message.get("action") == "snapshot":
-            self._enqueue(_RESYNC)
-        else:  # through the queue too: only the writer task writes to the socket
-            self._enqueue(_Text(json.dumps({"type": "error", "message": 'expected {"action": "snapshot"}'})))
+            parse_client_action(text_data, bytes_data)
+        except BadClientMessage as exc:
+            CHAIN_WS_BAD_MESSAGES_TOTAL.labels(reason=exc.reason).inc()
+            input_logger.warning(
+                "chain websocket %s: answered a bad client message with an error (%s)", self.group, exc.reason
+            )
+            # Through the queue too: only the writer task writes to the socket.
+            self._enqueue(_Text(json.dumps({"type": "error", "message": str(exc)})))
+            return
+        self._enqueue(_RESYNC)
 
     def deliver(self, event: dict[str, Any]) -> None:
         """From the process's chain hub: a `chain.update` event whose payload is in `chain` (streaming.contract)."""

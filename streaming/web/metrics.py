@@ -17,12 +17,18 @@ from collections.abc import Iterator
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 # Importing streaming.status also registers the ticker's counters, so every scrape lists them.
 from streaming.status import ticker_status
+
+CHAIN_WS_BAD_MESSAGES_TOTAL = Counter(
+    "chain_ws_bad_messages_total",
+    "Chain websocket client messages answered with an error and skipped",
+    ["reason"],  # binary | too_large | too_deep | not_json | not_object | unknown_action
+)
 
 
 class TickerStatusCollector(Collector):

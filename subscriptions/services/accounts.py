@@ -1,18 +1,27 @@
 """Kite login for a trading account, and the account's secrets.
 
-Flow: the operator presses "Log in with Kite" → `account_login_url` → Kite's login page → Kite
-redirects to /kite/callback/ with a `request_token` → `account_complete_login` exchanges it for an
-access token through `KiteConnect.generate_session` and stores it (encrypted). Nothing here logs or
-returns a secret.
+Flow: the operator presses "Log in with Kite" → `kite_login_state_issue` remembers a single-use nonce
+in the operator's session → `account_login_url` → Kite's login page → Kite redirects to /kite/callback/
+with a `request_token` and our `redirect_params` (account, state) → `kite_login_state_consume` checks
+the nonce → `account_complete_login` exchanges the token for an access token through
+`KiteConnect.generate_session` and stores it (encrypted). Nothing here logs or returns a secret.
+
+The nonce exists because the callback is a GET any page can make a signed-in browser send: without it
+another site could feed its own request_token to an account (login CSRF) or mark the account unhealthy.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 import logging
+import secrets
+from typing import Any
 from urllib.parse import urlencode
 
 from django.conf import settings
+from django.contrib.sessions.backends.base import SessionBase
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 from kiteconnect import KiteConnect
@@ -23,8 +32,93 @@ from subscriptions.models import TradingAccount
 logger = logging.getLogger(__name__)
 
 
+# Pending "Log in with Kite" round trips in the operator's session: [{digest, account, user, expires}].
+KITE_LOGIN_STATES_SESSION_KEY = "kite_login_states"
+# Each visit to /kite/login/<id>/ (a GET any page can trigger) adds one; the oldest go first.
+KITE_LOGIN_STATES_MAX_PENDING = 10
+
+_START_AGAIN = "Nothing was changed; start again with “Log in with Kite” on the account's page."
+
+
 class KiteLoginError(Exception):
     """The token exchange failed; the message is safe to show (it carries no secret)."""
+
+
+class KiteLoginStateError(Exception):
+    """A callback's state is missing, unknown, used, expired or bound to another account or user.
+
+    The message is safe to show; `reason` is a short code for the log line.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"Kite login refused: {message} {_START_AGAIN}")
+        self.reason = reason
+
+
+def _state_digest(state: str) -> str:
+    # Only a digest sits in the session, so a leaked session row cannot finish someone's login.
+    return hashlib.sha256(state.encode()).hexdigest()
+
+
+def _pending_states(session: SessionBase) -> list[dict[str, Any]]:
+    pending = session.get(KITE_LOGIN_STATES_SESSION_KEY)
+    return [entry for entry in pending if isinstance(entry, dict)] if isinstance(pending, list) else []
+
+
+def kite_login_state_issue(
+    *, session: SessionBase, account_id: int, user_id: int, now: dt.datetime | None = None
+) -> str:
+    """A fresh single-use nonce for one login round trip of `account_id` by `user_id`, kept in `session`.
+
+    It expires after settings.KITE_LOGIN_STATE_TTL_S; logins of several accounts may be pending at once.
+    """
+    now_s = (now or timezone.now()).timestamp()
+    state = secrets.token_urlsafe(32)
+    pending = [entry for entry in _pending_states(session) if entry.get("expires", 0) > now_s]
+    pending.append(
+        {
+            "digest": _state_digest(state),
+            "account": account_id,
+            "user": user_id,
+            "expires": now_s + settings.KITE_LOGIN_STATE_TTL_S,
+        }
+    )
+    session[KITE_LOGIN_STATES_SESSION_KEY] = pending[-KITE_LOGIN_STATES_MAX_PENDING:]
+    return state
+
+
+def kite_login_state_consume(
+    *, session: SessionBase, state: str, account_id: int | None, user_id: int, now: dt.datetime | None = None
+) -> None:
+    """Accept a callback's `state` once: issued in this session, to this user, for this account, unexpired.
+
+    Raises KiteLoginStateError otherwise. A matching state is removed (a replay is refused); a state
+    presented with the wrong account or user stays pending, so a forged callback cannot cancel a real login.
+    """
+    if not state:
+        raise KiteLoginStateError("missing", "the callback carried no login state, so no login started here sent it.")
+    now_s = (now or timezone.now()).timestamp()
+    digest = _state_digest(state)
+    pending = _pending_states(session)
+    match = None
+    for entry in pending:  # compare with every entry so the time taken does not tell which one matched
+        if hmac.compare_digest(str(entry.get("digest", "")), digest):
+            match = entry
+    live = [entry for entry in pending if entry.get("expires", 0) > now_s]
+    if match is None or match.get("expires", 0) <= now_s:
+        if len(live) != len(pending):
+            session[KITE_LOGIN_STATES_SESSION_KEY] = live
+        if match is None:
+            raise KiteLoginStateError(
+                "unknown", "the callback's login state was not issued to this browser session or was already used."
+            )
+        minutes = max(1, round(settings.KITE_LOGIN_STATE_TTL_S / 60))
+        raise KiteLoginStateError("expired", f"the login was started more than {minutes} minutes ago and expired.")
+    if match.get("user") != user_id:
+        raise KiteLoginStateError("other_user", "the login was started by another user.")
+    if account_id is None or match.get("account") != account_id:
+        raise KiteLoginStateError("other_account", "the callback names another account than the login started for.")
+    session[KITE_LOGIN_STATES_SESSION_KEY] = [entry for entry in live if entry is not match]
 
 
 def kite_client(*, account: TradingAccount, with_token: bool = True) -> KiteConnect:
@@ -35,13 +129,19 @@ def kite_client(*, account: TradingAccount, with_token: bool = True) -> KiteConn
     return client
 
 
-def account_login_url(*, account: TradingAccount) -> str:
-    """Kite's login page for this account's api_key; Kite hands `account=<id>` back to the callback."""
+def account_check_can_log_in(*, account: TradingAccount) -> None:
+    """Raise ValidationError when the account cannot log in to Kite (a mock account, no api_key)."""
     if account.is_mock:
         raise ValidationError("A mock account streams the mock market and needs no Kite login.")
     if not account.api_key:
         raise ValidationError({"api_key": "Set the account's api_key before logging in."})
-    query = urlencode({"v": "3", "api_key": account.api_key, "redirect_params": urlencode({"account": account.pk})})
+
+
+def account_login_url(*, account: TradingAccount, state: str) -> str:
+    """Kite's login page for this account's api_key; Kite hands `account=<id>&state=<state>` back to the callback."""
+    account_check_can_log_in(account=account)
+    redirect_params = urlencode({"account": account.pk, "state": state})
+    query = urlencode({"v": "3", "api_key": account.api_key, "redirect_params": redirect_params})
     return f"{settings.KITE_LOGIN_URL}?{query}"
 
 

@@ -91,3 +91,13 @@ def test_production_settings_redirect_to_https_and_send_the_security_headers(tmp
     assert found["nosniff"] == "nosniff"
     assert found["csrf_cookie_secure"] is True
     assert found["evil"] == 400  # a Host not in ALLOWED_HOSTS
+
+
+def test_docker_compose_will_not_start_with_metrics_open_or_every_proxy_trusted():
+    import yaml
+
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    env = compose["x-app"]["environment"]
+    assert env["METRICS_TOKEN"].startswith("${METRICS_TOKEN:?")  # compose refuses to start without it
+    assert env["FORWARDED_ALLOW_IPS"] == "${FORWARDED_ALLOW_IPS:-}"  # no proxy trusted unless configured
+    assert "*" not in json.dumps(compose["services"]["web"].get("command", []))

@@ -16,6 +16,7 @@ import secrets
 import subprocess
 import sys
 import time
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
@@ -88,9 +89,17 @@ def test_a_full_run_never_logs_an_api_secret_or_access_token(make_stack):
 
     to_kite = web.get(f"{base}/kite/login/{good['id']}/", allow_redirects=False, timeout=10)
     assert to_kite.status_code == 302 and f"api_key={good['api_key']}" in to_kite.headers["Location"]
+    # Kite appends our redirect_params (account, state) to the callback, as a real login would.
+    redirect_params = parse_qs(parse_qs(urlsplit(to_kite.headers["Location"]).query)["redirect_params"][0])
     callback = web.get(
         f"{base}/kite/callback/",
-        params={"account": good["id"], "request_token": secrets.token_hex(8), "status": "success", "action": "login"},
+        params={
+            "account": good["id"],
+            "state": redirect_params["state"][0],
+            "request_token": secrets.token_hex(8),
+            "status": "success",
+            "action": "login",
+        },
         timeout=15,
     )
     assert callback.status_code == 200

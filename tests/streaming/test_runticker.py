@@ -15,7 +15,7 @@ import pytest
 from django.core.management.base import CommandError
 
 from tests.streaming.ticker_support import free_port
-from tickerproject.management.commands.runticker import parse_host_port
+from tickerproject.platform.cli import host_port as parse_host_port
 
 REPO = Path(__file__).resolve().parents[2]
 

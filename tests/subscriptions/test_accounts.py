@@ -103,7 +103,16 @@ def test_set_secrets_replaces_only_what_is_given_and_a_new_token_has_no_known_ex
     assert TradingAccount.objects.get(pk=account.pk).api_secret == SECRET
 
 
-def test_login_redirects_to_kite_with_the_api_key_and_account(admin_client, settings):
+def _start_login(client, account: TradingAccount) -> str:
+    """Press "Log in with Kite"; the state Kite will hand back in redirect_params."""
+    response = client.get(reverse("kite:login", args=[account.pk]))
+    assert response.status_code == 302
+    redirect_params = parse_qs(parse_qs(urlsplit(response["Location"]).query)["redirect_params"][0])
+    assert redirect_params["account"] == [str(account.pk)]
+    return redirect_params["state"][0]
+
+
+def test_login_redirects_to_kite_with_the_api_key_account_and_state(admin_client, settings):
     settings.KITE_LOGIN_URL = "https://kite.example/connect/login"
     account = AccountFactory(api_key="myapikey")
     response = admin_client.get(reverse("kite:login", args=[account.pk]))
@@ -111,10 +120,14 @@ def test_login_redirects_to_kite_with_the_api_key_and_account(admin_client, sett
     url = urlsplit(response["Location"])
     query = parse_qs(url.query)
     assert f"{url.scheme}://{url.netloc}{url.path}" == "https://kite.example/connect/login"
+    assert set(query) == {"v", "api_key", "redirect_params"}
     assert query["v"] == ["3"] and query["api_key"] == ["myapikey"]
-    assert parse_qs(query["redirect_params"][0]) == {"account": [str(account.pk)]}
+    redirect_params = parse_qs(query["redirect_params"][0])
+    assert set(redirect_params) == {"account", "state"} and redirect_params["account"] == [str(account.pk)]
+    assert len(redirect_params["state"][0]) >= 32
     assert SECRET not in response["Location"]
-    assert admin_client.session["kite_login_account_id"] == account.pk
+    # The session keeps only a digest of the state, never the state itself.
+    assert redirect_params["state"][0] not in json.dumps(dict(admin_client.session))
 
 
 def test_login_for_a_mock_account_explains_instead_of_redirecting(admin_client):
@@ -137,8 +150,10 @@ def test_callback_exchanges_the_request_token_and_stores_the_access_token(admin_
     account = AccountFactory(api_key="myapikey", api_secret=SECRET, health="auth_failed", last_error="expired")
     before = dt.datetime.now(dt.UTC)
     with caplog.at_level(logging.DEBUG):
+        state = _start_login(admin_client, account)
         response = admin_client.get(
-            reverse("kite:callback"), {"request_token": "req-tok-42", "status": "success", "account": account.pk}
+            reverse("kite:callback"),
+            {"request_token": "req-tok-42", "status": "success", "account": account.pk, "state": state},
         )
     assert response.status_code == 302
     assert response["Location"] == reverse("admin:subscriptions_tradingaccount_change", args=[account.pk])
@@ -158,18 +173,25 @@ def test_callback_exchanges_the_request_token_and_stores_the_access_token(admin_
         assert secret not in caplog.text
 
 
-def test_callback_falls_back_to_the_account_in_the_session(admin_client, fake_kite):
+def test_a_started_login_does_not_vouch_for_a_callback_without_its_state(admin_client, fake_kite):
     account = AccountFactory(api_secret=SECRET)
-    admin_client.get(reverse("kite:login", args=[account.pk]))
-    admin_client.get(reverse("kite:callback"), {"request_token": "rt", "status": "success"})
+    _start_login(admin_client, account)
+    response = admin_client.get(
+        reverse("kite:callback"), {"request_token": "rt", "status": "success", "account": account.pk}, follow=True
+    )
+    assert b"Kite login refused" in response.content
+    assert fake_kite.requests == []
     account.refresh_from_db()
-    assert account.access_token == "XXXXXX"
+    assert account.access_token == ""
 
 
 def test_refused_exchange_marks_the_account_and_shows_a_safe_message(admin_client, refusing_kite):
     account = AccountFactory(api_secret=SECRET)
+    state = _start_login(admin_client, account)
     response = admin_client.get(
-        reverse("kite:callback"), {"request_token": "rt", "status": "success", "account": account.pk}, follow=True
+        reverse("kite:callback"),
+        {"request_token": "rt", "status": "success", "account": account.pk, "state": state},
+        follow=True,
     )
     account.refresh_from_db()
     assert account.access_token == "" and account.health == "auth_failed"
@@ -179,7 +201,10 @@ def test_refused_exchange_marks_the_account_and_shows_a_safe_message(admin_clien
 
 def test_cancelled_login_changes_nothing(admin_client, fake_kite):
     account = AccountFactory(api_secret=SECRET)
-    response = admin_client.get(reverse("kite:callback"), {"status": "cancelled", "account": account.pk}, follow=True)
+    state = _start_login(admin_client, account)
+    response = admin_client.get(
+        reverse("kite:callback"), {"status": "cancelled", "account": account.pk, "state": state}, follow=True
+    )
     assert b"did not succeed" in response.content
     assert fake_kite.requests == []
     account.refresh_from_db()

@@ -34,3 +34,24 @@ def test_filter_rewrites_args_and_exceptions(caplog):
         assert "ALSOSECRET" not in "".join(r.exc_text or "" for r in caplog.records)
     finally:
         logger.filters.clear()
+
+
+def test_uvicorns_access_log_masks_a_request_token_in_the_request_line():
+    from uvicorn.logging import AccessFormatter
+
+    from tickerproject.serve import uvicorn_log_config
+
+    record = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5000", "GET", "/kite/callback/?account=1&request_token=abc123secret&state=x", "1.1", 302),
+        None,
+    )
+    assert "tickerproject.platform.log_redaction.RedactSecretsFilter" in str(uvicorn_log_config()["filters"])
+    assert RedactSecretsFilter().filter(record)
+    line = AccessFormatter('%(client_addr)s - "%(request_line)s" %(status_code)s').format(record)
+    assert "abc123secret" not in line
+    assert "request_token=***&state=x" in line and line.endswith(" 302 Found")

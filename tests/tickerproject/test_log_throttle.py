@@ -49,6 +49,17 @@ def test_each_group_and_each_message_is_its_own_kind():
     assert not throttle.filter(record("chain.BANKNIFTY.2026-12-29"))
 
 
+def test_without_per_argument_kinds_lines_with_any_argument_share_one_interval():
+    # For lines about client input: the argument is whatever a client sent.
+    clock = Clock()
+    throttle = ThrottleRepeatsFilter(interval_s=60, clock=clock, per_argument=False)
+    assert throttle.filter(record("/ws/a/"))
+    assert not throttle.filter(record("/ws/b/"))
+    assert throttle.filter(record("/ws/a/", msg="something else about %s %s %s"))
+    clock.now += 60
+    assert throttle.filter(record("/ws/c/"))
+
+
 def test_a_record_with_an_unhashable_argument_always_passes():
     throttle = ThrottleRepeatsFilter(interval_s=60, clock=Clock())
     odd = logging.LogRecord("x", logging.INFO, __file__, 1, "%s %s", (1, [2]), None)

@@ -22,9 +22,15 @@ def redact(text: str) -> str:
 
 
 class RedactSecretsFilter(logging.Filter):
-    """Rewrites the record's message with credentials masked; never drops a record."""
+    """Rewrites the record's message with credentials masked; never drops a record.
+
+    String arguments are masked in place first, so a record whose formatter reads its `args` (uvicorn's
+    access log takes the request line from them) keeps its shape; only a credential that the arguments
+    alone do not hold makes the message itself the masked text."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact(arg) if isinstance(arg, str) else arg for arg in record.args)
         try:
             message = record.getMessage()
         except Exception:  # a bad format string must not lose the record

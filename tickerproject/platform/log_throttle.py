@@ -17,18 +17,23 @@ from collections.abc import Callable
 class ThrottleRepeatsFilter(logging.Filter):
     """Passes the first record per (logger, message template, level, last argument) and then at most
     one per `interval_s`, appending "(N similar suppressed)". The last argument is part of the kind
-    because channels-redis puts the group there: each group's trouble is reported."""
+    because channels-redis puts the group there: each group's trouble is reported. With
+    `per_argument=False` it is not: lines about what clients send (the argument is whatever they sent)
+    pass once per interval however much the input varies."""
 
-    def __init__(self, interval_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, interval_s: float = 60.0, clock: Callable[[], float] = time.monotonic, *, per_argument: bool = True
+    ) -> None:
         super().__init__()
         self.interval_s = interval_s
+        self.per_argument = per_argument
         self._clock = clock
         self._kinds: dict[tuple, tuple[float, int]] = {}  # kind -> (last passed at, suppressed since)
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args if isinstance(record.args, tuple) else ()
         try:
-            kind = (record.name, str(record.msg), record.levelno, args[-1] if args else None)
+            kind = (record.name, str(record.msg), record.levelno, args[-1] if args and self.per_argument else None)
             hash(kind)
         except TypeError:  # an unhashable argument: never hold a record back for it
             return True

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
 from history.models import BackfillRun
-from history.services.backfill import HistoricalBootstrapper, MockCandleSource
+from history.services.backfill import HistoricalBootstrapper, MockCandleSource, backfill_request_check
 from history.services.chunking import MAX_DAYS_PER_REQUEST
 from history.tasks import BACKFILL_LOCK
 from tickerproject.platform.locks import task_lock
+
+OPTION_NAMES = {"instrument_ids": "--instrument", "days": "--days"}
 
 
 class Command(BaseCommand):
@@ -25,8 +28,12 @@ class Command(BaseCommand):
         parser.add_argument("--no-progress", action="store_true", help="No progress bar")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if options["days"] is not None and options["days"] < 1:
-            raise CommandError("--days must be at least 1")
+        try:
+            backfill_request_check(instrument_ids=options["instrument_ids"], days=options["days"])
+        except ValidationError as exc:
+            raise CommandError(
+                "; ".join(f"{OPTION_NAMES[field]}: {', '.join(errors)}" for field, errors in exc.message_dict.items())
+            ) from None
         # tqdm redraws with carriage returns, so it writes to the raw stream under Django's OutputWrapper.
         stream = getattr(self.stderr, "_out", self.stderr)
         bar = None if options["no_progress"] else tqdm(total=0, unit="req", desc="backfill", file=stream)

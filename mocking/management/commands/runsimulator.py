@@ -4,11 +4,14 @@ SIGINT/SIGTERM."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 from mocking.simulator.build import build_state_from_db
 from mocking.simulator.server import serve_forever
+from tickerproject.platform.cli import listen_socket, non_negative_int, port_or_zero, positive_float
 
 
 class Command(BaseCommand):
@@ -16,15 +19,20 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default="127.0.0.1")
-        parser.add_argument("--port", type=int, default=8765, help="0 picks a free port (printed)")
-        parser.add_argument("--rate", type=float, default=1.0, help="ticks per second per subscribed token")
-        parser.add_argument("--seed", type=int, default=settings.MOCK_SEED, help="the mock market's seed")
+        parser.add_argument("--port", type=port_or_zero, default=8765, help="0 picks a free port (printed)")
+        parser.add_argument("--rate", type=positive_float, default=1.0, help="ticks per second per subscribed token")
+        parser.add_argument("--seed", type=non_negative_int, default=settings.MOCK_SEED, help="the mock market's seed")
 
-    def handle(self, *args, host: str, port: int, rate: float, seed: int, **options) -> None:
-        if rate <= 0:
-            self.stderr.write("--rate must be positive")
-            raise SystemExit(2)
-        state = build_state_from_db(seed=seed, ticks_per_second=rate)
+    def handle(self, *args: Any, host: str, port: int, rate: float, seed: int, **options: Any) -> None:
+        # call_command(port=..., rate=...) skips argparse's type=, so the values are checked again here.
+        port, rate, seed = port_or_zero(port), positive_float(rate), non_negative_int(seed)
+        # Bound before the state is built: a busy port or unknown host fails at once, in one line.
+        sock = listen_socket(host, port)
+        try:
+            state = build_state_from_db(seed=seed, ticks_per_second=rate)
+        except BaseException:
+            sock.close()
+            raise
 
         def announce(bound_port: int) -> None:
             self.stdout.write(
@@ -34,5 +42,5 @@ class Command(BaseCommand):
             )
             self.stdout.flush()
 
-        serve_forever(state, host=host, port=port, on_listening=announce)
+        serve_forever(state, sock, on_listening=announce)
         self.stdout.write("Kite simulator stopped.")
