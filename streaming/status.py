@@ -153,6 +153,49 @@ def ticker_status() -> dict[str, Any] | None:
     return None
 
 
+def streaming_status_by_account() -> dict[int, dict[str, Any]]:
+    """What the running ticker reports, per account id: mode, connections, instruments, ticks/s,
+    last tick time (empty when no ticker reported recently)."""
+    try:
+        document = ticker_status()
+    except Exception:  # status is advisory: the API must answer without it
+        log.warning("could not read the ticker status", exc_info=True)
+        return {}
+    if not document:
+        return {}
+    by_account: dict[int, dict[str, Any]] = {}
+    for account in document.get("accounts", []):
+        by_account[int(account["account_id"])] = {
+            "mode": account.get("mode"),
+            "connections": [],
+            "instruments": 0,
+            "ticks_per_second": 0.0,
+            "last_tick_at": None,
+        }
+    for conn in document.get("connections", []):
+        entry = by_account.setdefault(
+            int(conn["account_id"]),
+            {
+                "mode": conn.get("mode"),
+                "connections": [],
+                "instruments": 0,
+                "ticks_per_second": 0.0,
+                "last_tick_at": None,
+            },
+        )
+        entry["connections"].append(
+            {
+                k: conn.get(k)
+                for k in ("connection_index", "state", "instruments", "ticks_per_second", "last_tick_at", "reconnects")
+            }
+        )
+        entry["instruments"] += int(conn.get("instruments") or 0)
+        entry["ticks_per_second"] = round(entry["ticks_per_second"] + float(conn.get("ticks_per_second") or 0.0), 2)
+        if conn.get("last_tick_at"):
+            entry["last_tick_at"] = max(entry["last_tick_at"] or 0.0, float(conn["last_tick_at"]))
+    return by_account
+
+
 __all__ = [
     "CHAIN_MESSAGES_TOTAL",
     "MALFORMED_TOTAL",
@@ -163,5 +206,6 @@ __all__ = [
     "StatusBoard",
     "publish_local",
     "publish_redis",
+    "streaming_status_by_account",
     "ticker_status",
 ]

@@ -16,6 +16,7 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from streaming.status import streaming_status_by_account
 from subscriptions.models import Instrument, Subscription, TradingAccount
 from subscriptions.serializers import (
     AccountStatusSerializer,
@@ -210,6 +211,4 @@ class AccountViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         ).order_by("label")
 
     def get_serializer_context(self) -> dict[str, Any]:
-        from streaming.web.api import streaming_status_by_account
-
         return {**super().get_serializer_context(), "streaming_status": streaming_status_by_account()}

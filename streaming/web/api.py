@@ -18,7 +18,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from streaming.snapshot_store import get_chain_snapshot
-from streaming.status import ticker_status
+from streaming.status import streaming_status_by_account
 from streaming.web.serializers import ChainListItemSerializer, ChainSnapshotSerializer, HealthSerializer
 from subscriptions import selectors
 from subscriptions.services.reconcile import last_reconcile_report
@@ -27,49 +27,6 @@ logger = logging.getLogger(__name__)
 
 # A ticker whose newest tick is older than this (seconds) is reported as stale by the health check.
 TICKER_STALE_AFTER_S = 60.0
-
-
-def streaming_status_by_account() -> dict[int, dict[str, Any]]:
-    """What the running ticker reports, per account id: mode, connections, instruments, ticks/s,
-    last tick time (empty when no ticker reported recently)."""
-    try:
-        document = ticker_status()
-    except Exception:  # status is advisory: the API must answer without it
-        logger.warning("could not read the ticker status", exc_info=True)
-        return {}
-    if not document:
-        return {}
-    by_account: dict[int, dict[str, Any]] = {}
-    for account in document.get("accounts", []):
-        by_account[int(account["account_id"])] = {
-            "mode": account.get("mode"),
-            "connections": [],
-            "instruments": 0,
-            "ticks_per_second": 0.0,
-            "last_tick_at": None,
-        }
-    for conn in document.get("connections", []):
-        entry = by_account.setdefault(
-            int(conn["account_id"]),
-            {
-                "mode": conn.get("mode"),
-                "connections": [],
-                "instruments": 0,
-                "ticks_per_second": 0.0,
-                "last_tick_at": None,
-            },
-        )
-        entry["connections"].append(
-            {
-                k: conn.get(k)
-                for k in ("connection_index", "state", "instruments", "ticks_per_second", "last_tick_at", "reconnects")
-            }
-        )
-        entry["instruments"] += int(conn.get("instruments") or 0)
-        entry["ticks_per_second"] = round(entry["ticks_per_second"] + float(conn.get("ticks_per_second") or 0.0), 2)
-        if conn.get("last_tick_at"):
-            entry["last_tick_at"] = max(entry["last_tick_at"] or 0.0, float(conn["last_tick_at"]))
-    return by_account
 
 
 class ChainListView(APIView):
