@@ -24,7 +24,7 @@ once, lazily, by the same solver; asymptotic formulas outside it), and is refine
 Householder steps (on ln b below the inflection point s_c = sqrt(2|x|), on b above it) inside a
 per-element bracket with a bisection fallback, on the whole array at once; most options converge in
 two steps. Accuracy: |IV error| <= 1e-6 wherever vega per point >= 1e-4 and the price recomputed from
-the IV within 1e-8 (benchmarks/bench_greeks.py and tests/streaming/test_greeks.py check both).
+the IV within 1e-8 (benchmarks/bench_greeks.py and tests/core/test_greeks.py check both).
 """
 
 from __future__ import annotations

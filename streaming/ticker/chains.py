@@ -379,7 +379,8 @@ class ChainBook:
         """Side objects (docs/websocket.md) for the strikes at `index` (all of which have this side)."""
         # All numeric fields as one float64 matrix (a row per field, in _SIDE_FIELDS order): rounding,
         # the NaN check and the conversion to Python numbers are then a few numpy calls per side
-        # instead of a few per field. Each value equals per-field rounding (tests/streaming/test_chains.py checks it).
+        # instead of a few per field. Each value equals per-field rounding
+        # (tests/streaming/ticker/test_chains.py checks it).
         ltp = arrays["ltp"][index]
         close = arrays["close"][index]
         values = np.empty((len(_SIDE_FIELDS), len(index)), dtype=np.float64)

@@ -13,7 +13,7 @@ from streaming.contract import chain_group
 from streaming.snapshot_store import get_chain_snapshot
 from streaming.status import ticker_status
 from streaming.ticker.loop import LoopConfig, account_mode, is_market_open
-from tests.streaming.ticker_support import close_db_connections, make_account, make_chain
+from tests.streaming.ticker.support import close_db_connections, make_account, make_chain
 from tickerproject.ticker_wiring import build_ticker_loop
 
 IST = dt.timezone(dt.timedelta(hours=5, minutes=30))
@@ -275,7 +275,7 @@ async def test_flusher_ends_when_cancelled_as_a_send_completes():
     """A cancel that lands while a chain message is being sent ends the flusher (on Python 3.11
     `asyncio.wait_for` returned the finished send's result instead and swallowed it: the flusher
     then outlived the shutdown, "tasks still running 2.0s after cancel: ['flusher']")."""
-    from tests.streaming.test_chains import NOW, _instruments, _priced_batch
+    from tests.streaming.ticker.test_chains import NOW, _instruments, _priced_batch
 
     flusher: asyncio.Task | None = None
     sends = []

@@ -17,7 +17,7 @@ from streaming.contract import chain_group
 from streaming.snapshot_store import chain_key
 from streaming.ticker.loop import LoopConfig
 from streaming.ticker.publishers import LATEST_KEY, decode_latest
-from tests.streaming.ticker_support import RedisServer, close_db_connections, instrument_spec, make_account, make_chain
+from tests.streaming.ticker.support import RedisServer, close_db_connections, instrument_spec, make_account, make_chain
 from tickerproject.ticker_wiring import build_ticker_loop
 
 pytestmark = [

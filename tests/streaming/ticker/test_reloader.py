@@ -16,7 +16,7 @@ from django.conf import settings as django_settings
 from streaming.ticker.reloader import SubscriptionReloader
 from tickerproject.platform import reload_notifications as notifications
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 class Recorder:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from django.core.management.base import CommandError
 
-from tests.streaming.ticker_support import free_port
+from tests.streaming.ticker.support import free_port
 from tickerproject.platform.cli import host_port as parse_host_port
 
 REPO = Path(__file__).resolve().parents[2]

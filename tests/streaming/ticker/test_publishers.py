@@ -30,7 +30,7 @@ from streaming.ticker.publishers import (
     encode_chain_message,
     latest_records,
 )
-from tests.streaming.ticker_support import RedisServer
+from tests.streaming.ticker.support import RedisServer
 
 
 def _chain(seq: int, ltp: float = 10.0) -> dict:
