@@ -20,6 +20,7 @@ from django.test import Client
 from prometheus_client import REGISTRY
 
 from streaming import snapshot_store
+from streaming.contract import chain_group
 from streaming.web import consumers
 from subscriptions.models import Subscription
 from tests.api_helpers import *  # noqa: F403
@@ -132,7 +133,7 @@ def bad_messages(reason: str) -> float:
 
 async def publish_delta(seq: int, ltp: float) -> None:
     await get_channel_layer().group_send(
-        snapshot_store.chain_group("NIFTY", WS_EXPIRY),
+        chain_group("NIFTY", WS_EXPIRY),
         {"type": "chain.update", "kind": "delta", "chain": chain(seq, ltp)},
     )
 
