@@ -14,7 +14,7 @@ Figures (one JSON line each):
 - the same with Redis publishing on (a throwaway redis-server), when the binary is available; and the
   deployed topology: Redis publishing plus the Redis channel layer, with the chain hubs in a separate
   "web process" (`--web`, as uvicorn runs them), so the ticker's figure is its own;
-- for comparison, the previous design: the ticker itself paced to 250 ms per chain (a tick then waits
+- for comparison, a ticker that paces each chain to 250 ms itself (a tick then waits
   for its chain's next slot, so the interval bounds the latency from below);
 - ingest through the simulator at 2 ticks/s per instrument (the simulator, which shares the cores,
   tends to run out first), and the loop's own highest sustained ingest rate: pre-packed Kite frames
@@ -39,7 +39,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -107,7 +107,7 @@ async def _run_once(
     stop = asyncio.Event()
     task = asyncio.create_task(loop.run(stop))
     hubs: list[tuple[ChainHub, _PushRecorder]] = []
-    web_process: subprocess.Popen | None = None
+    web_process: subprocess.Popen[str] | None = None
     try:
         await asyncio.wait_for(loop.started.wait(), 30)
         tune_gc_for_streaming()  # as runticker does once started
@@ -130,6 +130,7 @@ async def _run_once(
             import json
 
             web_process.send_signal(signal.SIGTERM)
+            assert web_process.stdout is not None  # started with stdout=PIPE (_start_web)
             line = await asyncio.wait_for(asyncio.to_thread(web_process.stdout.readline), 30)
             push_times = json.loads(line)["pushes"]
         pushes = [np.array([t for t in times if wall0 <= t <= wall1]) for times in push_times]
@@ -245,7 +246,7 @@ def web(url: str, interval_s: float, groups: list[str]) -> None:
     asyncio.run(main())
 
 
-def _start_web(url: str, interval_s: float, groups: list[str]) -> subprocess.Popen:
+def _start_web(url: str, interval_s: float, groups: list[str]) -> subprocess.Popen[str]:
     child = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.bench_ticker", "--web", url, str(interval_s), *groups],
         stdout=subprocess.PIPE,
@@ -253,6 +254,7 @@ def _start_web(url: str, interval_s: float, groups: list[str]) -> subprocess.Pop
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
+    assert child.stdout is not None  # stdout=PIPE
     if "ready" not in child.stdout.readline():
         child.kill()
         raise RuntimeError("the web process did not start")
@@ -273,8 +275,13 @@ def _redis_server() -> tuple[subprocess.Popen, str] | None:
     return process, f"redis://127.0.0.1:{port}/0"
 
 
+class _RunLabels(TypedDict):
+    scenario: str
+    stream_interval_ms: int
+
+
 def _emit_run(label: str, result: dict[str, float], *, interval_ms: int) -> None:
-    common = {"scenario": label, "stream_interval_ms": interval_ms}
+    common: _RunLabels = {"scenario": label, "stream_interval_ms": interval_ms}
     emit(f"ticker_cpu_{label}", result["cpu_percent"], "% of one core", baseline=35.0, target="<= 35", **common)
     emit(
         f"ticker_latency_p99_{label}",
@@ -322,7 +329,7 @@ def main() -> None:
     browser_s = settings.CHAIN_PUBLISH_INTERVAL_MS / 1000
     result = _run_in_child(rate=1.0, stream_interval_s=default_ms / 1000, redis_url=None, browser_interval_s=browser_s)
     _emit_run("9k_full_1tps", result, interval_ms=default_ms)
-    # The previous design for comparison: the ticker itself paced each chain to the browsers' 250 ms.
+    # For comparison: a ticker that paces each chain to the browsers' 250 ms itself (no web-side folding).
     paced = _run_in_child(rate=1.0, stream_interval_s=browser_s, redis_url=None, browser_interval_s=browser_s)
     _emit_run("9k_full_1tps_ticker_paced_250ms", paced, interval_ms=round(browser_s * 1000))
     redis = _redis_server()

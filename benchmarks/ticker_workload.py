@@ -142,7 +142,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_simulator(rate: float) -> tuple[subprocess.Popen, int]:
+def start_simulator(rate: float) -> tuple[subprocess.Popen[str], int]:
     port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     child = subprocess.Popen(
@@ -152,6 +152,7 @@ def start_simulator(rate: float) -> tuple[subprocess.Popen, int]:
         text=True,
         env=env,
     )
+    assert child.stdout is not None  # stdout=PIPE
     line = child.stdout.readline()
     if "ready" not in line:
         child.kill()

@@ -53,7 +53,7 @@ TICK_DTYPE = np.dtype(
 TICK_FIELD_NAMES = cast("tuple[str, ...]", TICK_DTYPE.names)
 
 
-FLOAT_FIELDS = frozenset(name for name in TICK_DTYPE.names if TICK_DTYPE[name].base.kind == "f")
+FLOAT_FIELDS = frozenset(name for name in TICK_FIELD_NAMES if TICK_DTYPE[name].base.kind == "f")
 
 
 def empty_ticks(n: int) -> np.ndarray:

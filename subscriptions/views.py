@@ -26,6 +26,13 @@ from subscriptions.services.accounts import (
 logger = logging.getLogger(__name__)
 
 
+def _staff_user_id(request: HttpRequest) -> int:
+    """The signed-in user's id: these views are behind staff_member_required, so there is one."""
+    user_id = request.user.pk
+    assert user_id is not None, "staff_member_required lets only signed-in staff through"
+    return user_id
+
+
 def _account_page(account_id: int | None) -> str:
     if account_id is None:
         return reverse("admin:subscriptions_tradingaccount_changelist")
@@ -42,7 +49,7 @@ def kite_login(request: HttpRequest, account_id: int) -> HttpResponse:
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
         return redirect(_account_page(account.pk))
-    state = kite_login_state_issue(session=request.session, account_id=account.pk, user_id=request.user.pk)
+    state = kite_login_state_issue(session=request.session, account_id=account.pk, user_id=_staff_user_id(request))
     return HttpResponseRedirect(account_login_url(account=account, state=state))
 
 
@@ -63,7 +70,7 @@ def kite_callback(request: HttpRequest) -> HttpResponse:
             session=request.session,
             state=request.GET.get("state", ""),
             account_id=account_id,
-            user_id=request.user.pk,
+            user_id=_staff_user_id(request),
         )
     except KiteLoginStateError as exc:
         logger.warning("Kite callback refused (%s) for account %s, user %s", exc.reason, account_id, request.user.pk)

@@ -1,9 +1,12 @@
 """The REST API under /api/: routers, token login, the OpenAPI schema and its documentation UIs."""
 
+from typing import cast
+
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework.authtoken.models import Token
 from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.parsers import BaseParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.routers import DefaultRouter
@@ -26,7 +29,8 @@ class TokenLoginView(ObtainAuthToken):
     throttle_classes = [ScopedRateThrottle]
     throttle_scope = "login"
     # ObtainAuthToken names DRF's own parsers; the project's (nesting limit) apply here too.
-    parser_classes = api_settings.DEFAULT_PARSER_CLASSES
+    # (api_settings imports the classes on access; its stub types the setting as their dotted paths.)
+    parser_classes = cast("list[type[BaseParser]]", api_settings.DEFAULT_PARSER_CLASSES)
 
     def post(self, request: Request, *args: object, **kwargs: object) -> Response:
         serializer = self.get_serializer(data=request.data)

@@ -16,13 +16,15 @@ from django.urls import re_path  # noqa: E402
 from streaming.web.routing import websocket_urlpatterns  # noqa: E402
 from tickerproject.websocket_security import SameOriginValidator, refuse_unrouted  # noqa: E402
 
+# The catch-all websocket route. Channels routes ASGI apps through Django's re_path, whose stub only
+# accepts a Django view (returning an HttpResponse), so it does not take an ASGI callable.
+unrouted = re_path(r"", refuse_unrouted)  # type: ignore[arg-type]
+
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         # Origin first (a foreign page gets nothing, not even a session lookup); a path no route
         # matches ends at the catch-all, refused instead of raising.
-        "websocket": SameOriginValidator(
-            AuthMiddlewareStack(URLRouter([*websocket_urlpatterns, re_path(r"", refuse_unrouted)]))
-        ),
+        "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter([*websocket_urlpatterns, unrouted]))),
     }
 )

@@ -6,6 +6,7 @@ module must not import DRF views (tickerproject.api_common does).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import IO, Any
 
 from django.conf import settings
@@ -21,7 +22,7 @@ class DepthLimitedJSONParser(JSONParser):
     body needs more than a few levels."""
 
     def parse(
-        self, stream: IO[bytes], media_type: str | None = None, parser_context: dict[str, Any] | None = None
+        self, stream: IO[Any], media_type: str | None = None, parser_context: Mapping[str, Any] | None = None
     ) -> Any:
         max_depth = settings.JSON_MAX_DEPTH
         try:

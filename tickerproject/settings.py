@@ -267,7 +267,7 @@ REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"] = [
 CHAIN_WS_MAX_MESSAGE_BYTES = env.int("CHAIN_WS_MAX_MESSAGE_BYTES", default=4096)
 # Websocket handshakes must come from the site's own origin (Origin host:port == Host) or one of
 # these origins (or CSRF_TRUSTED_ORIGINS): tickerproject/websocket_security.py.
-WEBSOCKET_ALLOWED_ORIGINS = env.list("WEBSOCKET_ALLOWED_ORIGINS", default=[])
+WEBSOCKET_ALLOWED_ORIGINS: list[str] = env.list("WEBSOCKET_ALLOWED_ORIGINS", default=[])
 
 # --- Kite -----------------------------------------------------------------------------------
 KITE_API_ROOT = env.str("KITE_API_ROOT", default="https://api.kite.trade")

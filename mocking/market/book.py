@@ -188,7 +188,7 @@ def write_session_open(
     last = np.where((kind != KIND_INDEX) & (last < tick), tick, last)
     is_option = (kind == KIND_CE) | (kind == KIND_PE)
     new_session = previous_last is not None
-    if new_session:
+    if previous_last is not None:
         prev_close = np.where(np.isfinite(previous_last), previous_last, last)
     else:
         # Index, stock and future closed where the underlying did; an option near its model price.

@@ -233,14 +233,15 @@ class MockMarket:
         if dt <= 0:
             return
         rows = self._used_rows()
-        fraction = self._session_fraction(now)
+        fraction = self._session_fraction(day, now)  # day == self._session_day here
         for und in self._underlyings.values():
             und.advance(dt, fraction)
         self._reprice(rows, now)
         self._trade(rows, now, dt, fraction)
 
-    def _session_fraction(self, now: float) -> float:
-        opened = self.clock.calendar.session_open(self._session_day).timestamp()
+    def _session_fraction(self, day: date, now: float) -> float:
+        """How much of `day`'s session has gone by at `now` (0..1)."""
+        opened = self.clock.calendar.session_open(day).timestamp()
         return min(max((now - opened) / SESSION_SECONDS, 0.0), 1.0)
 
     def _reprice(self, rows: np.ndarray, now: float) -> None:
@@ -299,7 +300,7 @@ class MockMarket:
         draws = np.array(
             [np.random.default_rng([self.seed, int(tok) & 0x7FFFFFFF, day_key]).random(4) for tok in tokens]
         ).reshape(len(rows), 4)
-        fraction = self._session_fraction(now) if self._session_day else 0.0
+        fraction = self._session_fraction(self._session_day, now) if self._session_day else 0.0
         write_session_open(
             self._ticks,
             self._turnover,

@@ -180,8 +180,8 @@ class ChainBook:
         else:
             market_now = now
         t = float(pricing.time_to_expiry_years(spec.expiry, dt.datetime.fromtimestamp(market_now, tz=dt.UTC)))
-        recompute = self.analytics is None or monotonic - self.greeks_computed_at >= self.greeks_interval_s
-        if recompute:
+        previous = self.analytics
+        if previous is None or monotonic - self.greeks_computed_at >= self.greeks_interval_s:
             analytics = compute_chain_analytics(
                 strikes=spec.strikes,
                 ce_price=sides["CE"]["ltp"],
@@ -200,7 +200,6 @@ class ChainBook:
         else:
             # Between recomputations (at most every `greeks_interval_s`) the chain analytics and Greeks
             # stay; the spot, and the ATM strike that follows it, move with every message.
-            previous = self.analytics
             live_spot = spot if math.isfinite(spot) and spot > 0 else previous.spot
             reference = live_spot if math.isfinite(live_spot) else previous.forward
             analytics = replace(previous, spot=live_spot, atm_strike=atm_strike(spec.strikes, reference))
@@ -214,7 +213,8 @@ class ChainBook:
             "CE": (spec.ce_symbols, spec.ce_tokens, analytics.ce, base_ce, recent_ce),
             "PE": (spec.pe_symbols, spec.pe_tokens, analytics.pe, base_pe, recent_pe),
         }
-        first = self.snapshot is None
+        snapshot = self.snapshot
+        first = snapshot is None
         changed_sides: dict[str, dict[int, dict[str, Any]]] = {}
         for side in SIDE_KEYS:
             symbols, tokens, side_greeks, oi_change, recent = inputs[side]
@@ -249,7 +249,7 @@ class ChainBook:
             "oi_change_window_minutes": self.oi_window_minutes,
         }
         rows, delta_rows = self._merge_rows(changed_sides.get("CE", {}), changed_sides.get("PE", {}))
-        header_changed = first or self.snapshot["header"] != header
+        header_changed = snapshot is None or snapshot["header"] != header
         self.published_state_seq = state.seq
         if not delta_rows and not header_changed:
             return None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 
@@ -26,18 +26,17 @@ class LoopConfig:
     def from_settings(cls, **overrides: Any) -> LoopConfig:
         from django.conf import settings
 
-        values = {
-            "mode": settings.TICKER_MODE,
-            "ws_root": settings.KITE_WS_ROOT,
-            "greeks_interval_s": settings.CHAIN_GREEKS_INTERVAL_MS / 1000,
-            "stream_interval_s": settings.CHAIN_STREAM_INTERVAL_MS / 1000,
-            "mock_interval_s": settings.MOCK_TICK_INTERVAL_MS / 1000,
-            "rate": settings.RISK_FREE_RATE,
-            "mock_seed": settings.MOCK_SEED,
-            "mock_max_state": settings.MOCK_STATE_MAX_SIZE,
-        }
-        values.update(overrides)
-        return cls(**values)
+        config = cls(
+            mode=settings.TICKER_MODE,
+            ws_root=settings.KITE_WS_ROOT,
+            greeks_interval_s=settings.CHAIN_GREEKS_INTERVAL_MS / 1000,
+            stream_interval_s=settings.CHAIN_STREAM_INTERVAL_MS / 1000,
+            mock_interval_s=settings.MOCK_TICK_INTERVAL_MS / 1000,
+            rate=settings.RISK_FREE_RATE,
+            mock_seed=settings.MOCK_SEED,
+            mock_max_state=settings.MOCK_STATE_MAX_SIZE,
+        )
+        return replace(config, **overrides) if overrides else config
 
 
 __all__ = ["LoopConfig"]

@@ -36,7 +36,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from asgiref.sync import sync_to_async
@@ -260,14 +260,16 @@ class TickerLoop:
             chain.next_publish_at = monotonic + interval
             if delta is None:
                 continue
+            # update() stores the snapshot before it returns a delta.
+            snapshot = cast("dict[str, Any]", book.snapshot)
             encoded = None
             if encode:
                 # A failure here is left to the publishers, which count and log it (and carry on).
                 with contextlib.suppress(Exception):
                     encoded = encode_chain_message(delta)
-            outgoing.append((book.snapshot, delta, SNAPSHOT if first else DELTA, oldest, encoded))
+            outgoing.append((snapshot, delta, SNAPSHOT if first else DELTA, oldest, encoded))
             if self.redis_publisher is not None:
-                self.redis_publisher.offer_chain(snapshot=book.snapshot, delta=delta, encoded=encoded)
+                self.redis_publisher.offer_chain(snapshot=snapshot, delta=delta, encoded=encoded)
         if outgoing:
             # All chains' sends at once: on the Redis channel layer each is a couple of round trips, and
             # one after another the last chain of a pass would wait for all the others.

@@ -11,10 +11,11 @@ is logged and counted; it never stops the loop.
 delta on the chain's pub/sub channel (`chain_channel`), and keeps the latest state per instrument in
 the hash `LATEST_KEY` (field = token, value = a packed `LATEST_DTYPE` record; `decode_latest` reads
 one). The loop only *offers* work (`offer_chain`, `offer_latest`: latest wins, nothing queues up); a
-writer task drains it in pipelines (at most one per `min_interval_s`) through a circuit breaker, so a
-slow or dead Redis never stalls tick processing. Deltas go out with every pipeline; a chain's
-snapshot (the whole chain, ~200 KB for 375 strikes) at most every `snapshot_interval_s` (1 s):
-re-sending it with every delta was most of the bytes the ticker wrote to Redis. A reader that finds
+writer task drains it in pipelines (at most one per `min_interval_s`) through the circuit breaker
+(`streaming/ticker/circuit_breaker.py`), so a slow or dead Redis never stalls tick processing. Deltas
+go out with every pipeline; a chain's snapshot (the whole chain, ~200 KB for 375 strikes) at most every
+`snapshot_interval_s` (1 s): re-sending it with every delta would be most of the bytes the ticker
+writes to Redis. A reader that finds
 the stored snapshot older than the deltas it receives waits for the next one (docs/websocket.md).
 Whatever could not be written while Redis was away is re-sent in full when the breaker closes again
 (`resync`).
@@ -28,7 +29,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import orjson
@@ -77,6 +78,8 @@ LATEST_DTYPE = np.dtype(
         ("received_at", "<f8"),
     ]
 )
+# LATEST_DTYPE's field names, in order (numpy's stubs type `dtype.names` as optional).
+LATEST_FIELD_NAMES = cast("tuple[str, ...]", LATEST_DTYPE.names)
 
 
 def latest_records(state: MarketState, rows: np.ndarray) -> dict[int, bytes]:
@@ -103,7 +106,7 @@ def decode_latest(value: bytes) -> dict[str, Any]:
     """One `tp:latest` value as a dict (NaN → None, mode as its name)."""
     record = np.frombuffer(value, dtype=LATEST_DTYPE, count=1)[0]
     out: dict[str, Any] = {}
-    for name in LATEST_DTYPE.names:
+    for name in LATEST_FIELD_NAMES:
         item = record[name].item()
         if isinstance(item, float) and not np.isfinite(item):
             item = None
@@ -192,6 +195,7 @@ class ChannelPublisher:
         put_local_chain_snapshot(underlying, expiry, snapshot)
         if self.layer is None:
             return False
+        event: dict[str, Any]
         try:
             if self.sends_encoded:
                 event = {"type": CHAIN_UPDATE, KIND: kind, CHAIN_JSON: encoded or encode_chain_message(delta)}

@@ -104,7 +104,8 @@ class Conflator:
 
     def due(self, now: float) -> list[tuple[str, dict[str, Any]]]:
         """What is held, when its time came (call at or after `due_at`)."""
-        if not self.held or now < self.due_at:
+        due_at = self.due_at  # None exactly when nothing is held
+        if due_at is None or now < due_at:
             return []
         held = self._take()
         self.last_push_at = now

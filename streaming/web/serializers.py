@@ -52,7 +52,9 @@ class ChainSnapshotSerializer(serializers.Serializer):
     expiry = serializers.DateField()
     seq = serializers.IntegerField()
     ts = serializers.FloatField()
-    source = serializers.ChoiceField(choices=["mock", "live"])
+    # A field named like Field.source is fine: DRF's serializer metaclass moves declared fields out of
+    # the class attributes. The stubs see a class attribute overriding Field.source (a str).
+    source = serializers.ChoiceField(choices=["mock", "live"])  # type: ignore[assignment]
     header = ChainHeaderSerializer()
     rows = ChainRowSerializer(many=True)
 

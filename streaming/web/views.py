@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -13,7 +15,12 @@ LOGIN_URL = reverse_lazy("streaming:login")
 DEFAULT_UNDERLYING = "NIFTY"
 
 
-def available_chains() -> list[dict[str, object]]:
+class ChainChoice(TypedDict):
+    underlying: str
+    expiries: list[str]  # ISO dates, nearest first
+
+
+def available_chains() -> list[ChainChoice]:
     return [
         {"underlying": u, "expiries": [e.isoformat() for e in selectors.option_expiries(underlying=u)]}
         for u in selectors.option_underlyings()

@@ -23,15 +23,17 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import functools
 import io
 import logging
 import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 from django.conf import settings
-from django.db import transaction
+from django.db import models, transaction
 from django.utils import timezone
 
 from core.kite.limits import INSTRUMENT_COLUMNS
@@ -176,16 +178,27 @@ def _float(row: dict[str, str], column: str, *, minimum: float, below: float) ->
     return value
 
 
+@functools.cache
+def _char_limit(column: str) -> int:
+    """The max_length of one of Instrument's CharFields."""
+    model_field = Instrument._meta.get_field(column)
+    if not isinstance(model_field, models.CharField) or model_field.max_length is None:
+        raise TypeError(f"Instrument.{column} is not a CharField with a max_length")
+    return model_field.max_length
+
+
 def _max_length(column: str, value: str) -> None:
-    limit = Instrument._meta.get_field(column).max_length
+    limit = _char_limit(column)
     if len(value) > limit:
         raise RowError(f"{column} is longer than {limit} characters ({len(value)})")
 
 
 def parse_row(row: dict[str, str]) -> Instrument:
     """One CSV row → an unsaved Instrument; raises RowError with the field and the reason."""
-    if None in row:  # csv.DictReader puts surplus cells under the None key
-        raise RowError(f"too many columns ({len(COLUMNS) + len(row[None])}, expected {len(COLUMNS)})")
+    if None in row:
+        # csv.DictReader puts surplus cells, as a list, under the None key (which dict[str, str] cannot say).
+        surplus = cast("dict[str | None, list[str]]", row)[None]
+        raise RowError(f"too many columns ({len(COLUMNS) + len(surplus)}, expected {len(COLUMNS)})")
     missing = [c for c in COLUMNS if row.get(c) is None]
     if missing:
         raise RowError(f"too few columns (missing {', '.join(missing)})")
@@ -241,7 +254,7 @@ def parse_row(row: dict[str, str]) -> Instrument:
     underlying = derive_underlying(
         tradingsymbol=tradingsymbol, name=name, instrument_type=instrument_type, segment=segment
     )
-    if len(underlying) > Instrument._meta.get_field("underlying").max_length:
+    if len(underlying) > _char_limit("underlying"):
         raise RowError(f"name is too long to be an underlying ({len(underlying)} characters)")
     return Instrument(
         instrument_token=instrument_token,

@@ -30,6 +30,7 @@ from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
+from core.calendar import IST, TradingCalendar
 from subscriptions.assignment import (
     AccountSlots,
     Placement,
@@ -38,15 +39,13 @@ from subscriptions.assignment import (
     PlannedInstrument,
     assign_instruments,
 )
-from subscriptions.models import IST, Instrument, MarketHoliday, Subscription, TradingAccount
+from subscriptions.models import Instrument, MarketHoliday, Subscription, TradingAccount
 from tickerproject.platform.reload_notifications import notify_subscriptions_changed
 
 logger = logging.getLogger(__name__)
 
 REPORT_CACHE_KEY = "subscriptions:last_reconcile_report"
 OVERFLOW_IDS_KEPT = 5000  # the report lists at most this many overflowing subscription ids (the count is exact)
-MARKET_OPEN = dt.time(9, 15)
-MARKET_CLOSE = dt.time(15, 30)
 
 AccountFilter = Callable[[TradingAccount], bool]
 USABLE_HEALTH = (TradingAccount.Health.OK, TradingAccount.Health.UNKNOWN)
@@ -56,11 +55,11 @@ USABLE_HEALTH = (TradingAccount.Health.OK, TradingAccount.Health.UNKNOWN)
 
 
 def market_is_open(*, now: dt.datetime | None = None, exchange: str = "NSE") -> bool:
-    """NSE derivatives hours: 09:15-15:30 IST, Monday to Friday, not on a MarketHoliday."""
-    local = (now or timezone.now()).astimezone(IST)
-    if local.weekday() >= 5 or not (MARKET_OPEN <= local.time() < MARKET_CLOSE):
+    """Within NSE's session (core.calendar: weekdays 09:15-15:30 IST) and not on a MarketHoliday."""
+    at = now or timezone.now()
+    if not TradingCalendar().is_open(at):  # hours and weekday first: the holiday query only in session
         return False
-    return not MarketHoliday.objects.filter(exchange=exchange, date=local.date()).exists()
+    return not MarketHoliday.objects.filter(exchange=exchange, date=at.astimezone(IST).date()).exists()
 
 
 def account_is_usable(
@@ -423,8 +422,8 @@ def plan_fingerprint() -> str:
     ):
         digest.update(repr(row).encode())
     digest.update(b"|")
-    for row in TradingAccount.objects.order_by("pk").values_list(
+    for account_row in TradingAccount.objects.order_by("pk").values_list(
         "pk", "is_active", "is_mock", "health", "max_connections", "instruments_per_connection", "token_expires_at"
     ):
-        digest.update(repr(row).encode())
+        digest.update(repr(account_row).encode())
     return digest.hexdigest()

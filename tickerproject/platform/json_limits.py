@@ -9,6 +9,7 @@ dead websocket consumer). Parsing here turns both "deeper than the recursion lim
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 
@@ -27,6 +28,7 @@ def exceeds_depth(value: Any, max_depth: int) -> bool:
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
         item, depth = stack.pop()
+        children: Iterable[Any]
         if isinstance(item, dict):
             children = item.values()
         elif isinstance(item, list):

@@ -89,7 +89,7 @@ class Command(BaseCommand):
             web_failed = web is not None and web.done() and not stop.is_set()
         started.cancel()
         await self._wind_down(stop, server, ticker_task, extra, config)
-        if web_failed:
+        if web_failed and web is not None:
             raise CommandError(f"the web server stopped unexpectedly ({_outcome(web)}); the ticker was stopped too")
         self.stdout.write("runticker stopped")
 
