@@ -44,7 +44,15 @@ from asgiref.sync import sync_to_async
 from core.calendar import IST
 from core.ticks import TickBatch
 from streaming.contract import DELTA, SNAPSHOT
-from streaming.status import StatusBoard, publish_local, publish_redis
+from streaming.status import (
+    CHAIN_MESSAGES_TOTAL,
+    MALFORMED_TOTAL,
+    TICK_TO_CHANNEL_SECONDS,
+    TICKS_TOTAL,
+    StatusBoard,
+    publish_local,
+    publish_redis,
+)
 from streaming.ticker.chains import ChainBook, ChainSpec, build_chain_registry
 from streaming.ticker.config import LoopConfig
 from streaming.ticker.dependencies import TickerDependencies
@@ -52,10 +60,12 @@ from streaming.ticker.leases import LocalLeases, RedisLeases
 from streaming.ticker.market_state import MarketState
 from streaming.ticker.modes import MODES, account_mode, is_market_open, session_day
 from streaming.ticker.publishers import ChannelPublisher, RedisPublisher, encode_chain_message, latest_records
+from streaming.ticker.reloader import SubscriptionReloader
 from streaming.ticker.session import PreviousCloseOI, SessionBackfills
 from streaming.ticker.source_set import SourceSet
 from streaming.ticker.sources import KiteConnectionSource
 from streaming.ticker.supervisor import TaskSupervisor
+from tickerproject.platform.redis_client import async_redis
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +113,6 @@ class TickerLoop:
         self.channel = ChannelPublisher(channel_layer)
         use_redis = bool(settings.REDIS_URL) if use_redis is None else use_redis
         if use_redis and redis is None:
-            from tickerproject.platform.redis_client import async_redis
-
             redis = async_redis()
         self.redis = redis if use_redis else None
         self.redis_publisher = (
@@ -116,8 +124,6 @@ class TickerLoop:
             # Several tickers on one Redis split the accounts through leases; one process alone
             # (embedded) holds them all.
             if settings.REDIS_URL:
-                from tickerproject.platform.redis_client import async_redis
-
                 leases = RedisLeases(
                     async_redis(), owner=self.ticker_id, ttl_ms=LEASE_TTL_MS, safety_ms=LEASE_SAFETY_MS
                 )
@@ -167,8 +173,6 @@ class TickerLoop:
     # --- lifecycle ------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set; then stop every task within the configured deadline."""
-        from streaming.ticker.reloader import SubscriptionReloader
-
         await self.perform_reload([])
         self._reloader = SubscriptionReloader(self.perform_reload, check_interval_s=self.config.reload_check_interval_s)
         self.supervisor.start("reloader", self._reloader.run)
@@ -213,8 +217,6 @@ class TickerLoop:
     # --- the hot path ---------------------------------------------------------------------------
     def _on_ticks(self, batch: TickBatch, account_id: int, connection_index: int) -> None:
         if batch.malformed:
-            from streaming.status import MALFORMED_TOTAL
-
             MALFORMED_TOTAL.inc(batch.malformed)
         if not len(batch):
             return
@@ -300,8 +302,6 @@ class TickerLoop:
         return float(self.state.updated_at[rows[pending]].min())
 
     def _observe_latency(self, oldest: float | None, sent_at: float) -> None:
-        from streaming.status import CHAIN_MESSAGES_TOTAL, TICK_TO_CHANNEL_SECONDS
-
         CHAIN_MESSAGES_TOTAL.inc()
         if oldest:
             latency = max(sent_at - oldest, 0.0)
@@ -318,8 +318,6 @@ class TickerLoop:
 
     # --- status ---------------------------------------------------------------------------------
     def status_document(self) -> dict[str, Any]:
-        from streaming.status import TICKS_TOTAL
-
         sources = {key: source.status() for key, source in self.sources.items()}
         self.board.extra = {
             "mode": self.config.mode,
@@ -340,8 +338,6 @@ class TickerLoop:
         return self.board.as_dict(sources=sources)
 
     async def _status_forever(self) -> None:
-        from streaming.status import TICKS_TOTAL
-
         reported = 0
         while True:
             document = self.status_document()

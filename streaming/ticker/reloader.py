@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from tickerproject.platform import reload_notifications as notifications
+from tickerproject.platform.redis_client import async_redis
 
 logger = logging.getLogger(__name__)
 
@@ -242,8 +243,6 @@ class SubscriptionReloader:
 
     async def _listen_redis_forever(self) -> None:
         """Forward Redis reload notifications into the queue; reconnects with capped backoff."""
-        from tickerproject.platform.redis_client import async_redis
-
         delay = 0.5
         connected_before = False
         while True:
