@@ -21,6 +21,33 @@ MODE_CODES = {name: code for code, name in enumerate(MODE_NAMES)}
 
 DEPTH_LEVELS = 5
 
+# The fields each subscription mode adds to the one below it (what a Kite packet of that mode carries).
+LTP_FIELDS = ("last_price",)
+QUOTE_FIELDS = (
+    "last_traded_quantity",
+    "average_traded_price",
+    "volume_traded",
+    "total_buy_quantity",
+    "total_sell_quantity",
+    "open",
+    "high",
+    "low",
+    "close",
+)
+FULL_FIELDS = (
+    "last_trade_time",
+    "oi",
+    "oi_day_high",
+    "oi_day_low",
+    "exchange_timestamp",
+    "bid_quantity",
+    "bid_price",
+    "bid_orders",
+    "ask_quantity",
+    "ask_price",
+    "ask_orders",
+)
+
 TICK_DTYPE = np.dtype(
     [
         ("instrument_token", np.int64),

@@ -7,42 +7,17 @@ from typing import Any
 import numpy as np
 
 from core.kite.columnar import tick_dicts
-from core.ticks import FLOAT_FIELDS, MODE_FULL, MODE_LTP
-
-_QUOTE_FIELDS = (
-    "last_traded_quantity",
-    "average_traded_price",
-    "volume_traded",
-    "total_buy_quantity",
-    "total_sell_quantity",
-    "open",
-    "high",
-    "low",
-    "close",
-)
-_FULL_FIELDS = (
-    "last_trade_time",
-    "oi",
-    "oi_day_high",
-    "oi_day_low",
-    "exchange_timestamp",
-    "bid_quantity",
-    "bid_price",
-    "bid_orders",
-    "ask_quantity",
-    "ask_price",
-    "ask_orders",
-)
+from core.ticks import FLOAT_FIELDS, FULL_FIELDS, MODE_FULL, MODE_LTP, QUOTE_FIELDS
 
 
 def blank_for_modes(ticks: np.ndarray) -> None:
     """Clear the fields a tick's mode does not carry (as the wire would)."""
     not_full = ticks["mode"] != MODE_FULL
     not_quote = ticks["mode"] == MODE_LTP
-    for name, mask in ((n, not_full) for n in _FULL_FIELDS):
+    for name, mask in ((n, not_full) for n in FULL_FIELDS):
         if mask.any():
             ticks[name][mask] = np.nan if name in FLOAT_FIELDS else 0
-    for name in _QUOTE_FIELDS:
+    for name in QUOTE_FIELDS:
         if not_quote.any():
             ticks[name][not_quote] = np.nan if name in FLOAT_FIELDS else 0
     # An index carries no trade fields in any mode, and its quote has no exchange timestamp.

@@ -12,25 +12,25 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.ticks import MODE_FULL, MODE_LTP, MODE_QUOTE, TICK_FIELD_NAMES, TickBatch, empty_ticks
+from core.ticks import (
+    LTP_FIELDS,
+    MODE_FULL,
+    MODE_LTP,
+    MODE_QUOTE,
+    QUOTE_FIELDS,
+    TICK_FIELD_NAMES,
+    TickBatch,
+    empty_ticks,
+)
 
-_LTP_FIELDS = ("last_price",)
 _QUOTE_FIELDS = (
-    *_LTP_FIELDS,
-    "last_traded_quantity",
-    "average_traded_price",
-    "volume_traded",
-    "total_buy_quantity",
-    "total_sell_quantity",
-    "open",
-    "high",
-    "low",
-    "close",
+    *LTP_FIELDS,
+    *QUOTE_FIELDS,
     "exchange_timestamp",  # index full packets carry it in their quote-sized layout
 )
 _FULL_FIELDS = TICK_FIELD_NAMES
 FIELDS_BY_MODE = {
-    MODE_LTP: ("instrument_token", "tradable", *_LTP_FIELDS),
+    MODE_LTP: ("instrument_token", "tradable", *LTP_FIELDS),
     MODE_QUOTE: ("instrument_token", "tradable", *_QUOTE_FIELDS),
     MODE_FULL: _FULL_FIELDS,
 }
