@@ -14,8 +14,8 @@ from django.conf import settings
 os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production-" + "x" * 20)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED = REPO_ROOT.parent / "shared"
-FIXTURES = SHARED / "kite-fixtures"
+# Zerodha's published mock responses and ticker packets (kiteconnect-mocks; see its README).
+FIXTURES = REPO_ROOT / "tests" / "kite_fixtures"
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -40,9 +40,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture
 def kite_fixtures() -> Path:
-    """Zerodha's published mock responses and ticker packets (`FIXTURES`, beside the checkout); skips without them."""
-    if not FIXTURES.is_dir():
-        pytest.skip(f"Kite fixtures not found at {FIXTURES}")
+    """Zerodha's published mock responses and ticker packets (`FIXTURES`)."""
     return FIXTURES
 
 

@@ -37,7 +37,8 @@ from core.calendar import IST
 from core.kite.limits import INSTRUMENT_COLUMNS, MAX_DAYS_PER_REQUEST
 from mocking.simulator.state import SimAccount, SimulatorState
 
-_FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "kite-fixtures"
+# Kite's own published responses (kiteconnect-mocks), so a session looks like the real service's.
+_FIXTURES = Path(__file__).resolve().parent / "kite_responses"
 _HISTORICAL_PATH = re.compile(r"^/instruments/historical/(?P<token>[^/]+)/(?P<interval>[^/]+)/?$")
 
 

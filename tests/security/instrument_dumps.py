@@ -1,6 +1,6 @@
 """A real instruments dump for the sync tests, kept in the repository so they run on a clean clone.
 
-`data/kite_instruments_all.csv` is `instruments_all.csv` from Zerodha's public kiteconnect-mocks
+`tests/kite_fixtures/instruments_all.csv` is the dump from Zerodha's public kiteconnect-mocks
 repository (commit c7a8123): 74 NSE/BSE equities and 25 BANKNIFTY options that expired in 2018."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-DUMP = Path(__file__).parent / "data" / "kite_instruments_all.csv"
+DUMP = Path(__file__).resolve().parents[1] / "kite_fixtures" / "instruments_all.csv"
 
 
 def dump_lines() -> tuple[str, list[str]]:
