@@ -326,7 +326,10 @@ def reconcile_subscriptions(
             )
         if notify and (changed or gone):
             _notify_after_commit(f"reconcile: {changed} reassigned, {len(gone)} deactivated")
-    cache.set(REPORT_CACHE_KEY, report.to_dict(), timeout=None)
+    try:
+        cache.set(REPORT_CACHE_KEY, report.to_dict(), timeout=None)
+    except Exception as exc:  # the report is for the admin and the health check; the assignment is saved
+        logger.warning("could not store the reconcile report in the cache: %s", exc)
     return report
 
 

@@ -337,3 +337,22 @@ def test_concurrent_reconcilers_never_exceed_the_limits():
     assert (None, None) not in per_connection  # capacity 80 ≥ 70: everything placed
     assert max(per_connection.values()) <= 20 and sum(per_connection.values()) == 70
     assert sum(report.changed for report in reports) == 70  # one of them placed everything; the others kept it
+
+
+def test_a_cache_outage_does_not_fail_the_reconcile_the_ticker_reloads_with(monkeypatch, caplog):
+    from subscriptions.services import reconcile
+
+    class _CacheDown:
+        def set(self, *args, **kwargs):
+            raise ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    _account("A", instruments_per_connection=10, max_connections=1)
+    SubscriptionFactory.create_batch(3)
+    monkeypatch.setattr(reconcile, "cache", _CacheDown())
+
+    report = reconcile_subscriptions(now=NOW, mode="live", notify=False)
+
+    assert report.assigned == 3
+    assert all(account is not None for account, _ in _placements().values())  # the assignment is saved
+    assert "could not store the reconcile report" in caplog.text
+    assert not any(record.exc_info for record in caplog.records)
