@@ -34,8 +34,6 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
-from kiteconnect import KiteConnect
-from kiteconnect import exceptions as kite_exceptions
 
 from core.calendar import IST, expiry_datetime
 from history.models import BackfillRun, CandleCoverage
@@ -83,6 +81,8 @@ class RetryPolicy:
 
 
 def _is_retryable(exc: Exception) -> bool:
+    from kiteconnect import exceptions as kite_exceptions
+
     if isinstance(exc, requests.exceptions.RequestException):  # connection refused, reset, timeout
         return True
     if isinstance(exc, kite_exceptions.KiteException):
@@ -111,6 +111,10 @@ class KiteCandleSource:
     ) -> None:
         self.api_key = api_key
         self.on_token_rejected = on_token_rejected
+        # Imported here, not with the module: the kiteconnect package also loads its websocket ticker's
+        # Twisted and autobahn (about 30 MB), which only a process that calls Kite's REST API needs.
+        from kiteconnect import KiteConnect
+
         self.client = KiteConnect(api_key=api_key, root=root or settings.KITE_API_ROOT, timeout=timeout)
         self.client.set_access_token(access_token)
         self.limiter = limiter or historical_rate_limiter()
@@ -124,6 +128,8 @@ class KiteCandleSource:
         from_s = start.astimezone(IST).strftime(KITE_TIME_FORMAT)
         to_s = (end - dt.timedelta(seconds=1)).astimezone(IST).strftime(KITE_TIME_FORMAT)
         with_oi = instrument.instrument_type != Instrument.InstrumentType.EQ
+        from kiteconnect import exceptions as kite_exceptions
+
         last_error: Exception | None = None
         for attempt in range(self.retry.attempts):
             self.limiter.acquire(self.api_key, timeout=120.0)

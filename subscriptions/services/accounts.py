@@ -17,17 +17,18 @@ import hashlib
 import hmac
 import logging
 import secrets
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib.sessions.backends.base import SessionBase
 from django.core.exceptions import ValidationError
 from django.utils import timezone
-from kiteconnect import KiteConnect
-from kiteconnect import exceptions as kite_exceptions
 
 from subscriptions.models import TradingAccount
+
+if TYPE_CHECKING:
+    from kiteconnect import KiteConnect
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +124,10 @@ def kite_login_state_consume(
 
 def kite_client(*, account: TradingAccount, with_token: bool = True) -> KiteConnect:
     """A REST client for the account, pointed at settings.KITE_API_ROOT (Kite or the simulator)."""
+    # Imported here, not with the module: the kiteconnect package also loads its websocket ticker's
+    # Twisted and autobahn (about 30 MB), which only a process that calls Kite's REST API needs.
+    from kiteconnect import KiteConnect
+
     client = KiteConnect(api_key=account.api_key, root=settings.KITE_API_ROOT)
     if with_token and account.access_token:
         client.set_access_token(account.access_token)
@@ -159,6 +164,8 @@ def account_complete_login(
     if not account.api_secret:
         raise KiteLoginError(f"Account {account.label!r} has no api_secret: set it in the admin first.")
     now = now or timezone.now()
+    from kiteconnect import exceptions as kite_exceptions
+
     try:
         session = kite_client(account=account, with_token=False).generate_session(request_token, account.api_secret)
     except (kite_exceptions.KiteException, OSError, ValueError) as exc:
