@@ -9,9 +9,12 @@ import logging
 from typing import Any
 
 from celery import shared_task
+from django.utils import timezone
 
 from history.models import BackfillRun
 from history.services.backfill_lock import BACKFILL_LOCK, BACKFILL_SOFT_TIME_LIMIT, BACKFILL_TIME_LIMIT
+from history.services.mock_cleanup import mock_history_drop_expired
+from subscriptions.services.reconcile import deactivate_expired_subscriptions
 from tickerproject.platform.locks import task_lock
 
 logger = logging.getLogger(__name__)
@@ -86,3 +89,18 @@ def backfill_subscription(self, subscription_id: int) -> dict[str, Any]:
             raise self.retry()
         run = _run_backfill(instrument_ids=[instrument_id], trigger=f"subscription {subscription_id}")
         return _summary(run)
+
+
+# Registered under its subscriptions name: operators' beat schedules (django-celery-beat rows) call it so.
+# It lives here because it spans both apps, and history builds on subscriptions, not the reverse.
+@shared_task(name="subscriptions.expiry_cleanup", acks_late=True, time_limit=600, soft_time_limit=540)
+def expiry_cleanup() -> dict[str, Any]:
+    """After the close: deactivate expired subscriptions (with a reason) and drop expired mock history.
+    The running ticker hears of the deactivations after commit and drops their mock-market state."""
+    with task_lock("subscriptions.expiry_cleanup", timeout=660) as acquired:
+        if not acquired:
+            return {"skipped": "another expiry cleanup is running"}
+        now = timezone.now()
+        deactivated = deactivate_expired_subscriptions(now=now)
+        dropped = mock_history_drop_expired(now=now)
+        return {"deactivated": deactivated, "mock_candles_dropped": dropped}

@@ -7,7 +7,6 @@ import logging
 from typing import Any
 
 from celery import shared_task
-from django.utils import timezone
 
 from tickerproject.platform.locks import task_lock
 
@@ -30,22 +29,6 @@ def reconcile_subscriptions() -> dict[str, Any]:
             "overflow": report.overflow_count,
             "deactivated": report.deactivated,
         }
-
-
-@shared_task(name="subscriptions.expiry_cleanup", acks_late=True, time_limit=600, soft_time_limit=540)
-def expiry_cleanup() -> dict[str, Any]:
-    """After the close: deactivate expired subscriptions (with a reason) and drop expired mock history.
-    The running ticker hears of the deactivations after commit and drops their mock-market state."""
-    from history.services.mock_cleanup import mock_history_drop_expired
-    from subscriptions.services.reconcile import deactivate_expired_subscriptions
-
-    with task_lock("subscriptions.expiry_cleanup", timeout=660) as acquired:
-        if not acquired:
-            return {"skipped": "another expiry cleanup is running"}
-        now = timezone.now()
-        deactivated = deactivate_expired_subscriptions(now=now)
-        dropped = mock_history_drop_expired(now=now)
-        return {"deactivated": deactivated, "mock_candles_dropped": dropped}
 
 
 @shared_task(name="subscriptions.instrument_sync", acks_late=True, time_limit=900, soft_time_limit=840)

@@ -110,8 +110,8 @@ def test_expiry_cleanup_deactivates_expired_and_drops_their_mock_candles(clean_l
     import datetime as dt
 
     from history.services.candles import CandleRow, candles_upsert
+    from history.tasks import expiry_cleanup
     from subscriptions.models import Subscription
-    from subscriptions.tasks import expiry_cleanup
     from tests.subscriptions.factories import OptionFactory
 
     expired = OptionFactory(expiry=dt.date(2024, 1, 25))
