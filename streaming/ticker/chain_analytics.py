@@ -32,10 +32,9 @@ from core.strikes import nearest_strike as atm_strike
 
 PARITY_STRIKES = 3
 GREEK_NAMES = ("iv", "delta", "gamma", "theta", "vega", "rho")
-# OI build-up codes (per side per strike, over the OI window), as int8 in the arrays and as these
-# short tags on the wire; NO_BUILDUP where the window has no history yet (null on the wire).
+# OI build-up codes (per side per strike, over the OI window), int8; on the wire each code is the tag
+# at its index in streaming.contract.BUILDUP_TAGS, and NO_BUILDUP (no history yet) is null.
 NO_BUILDUP, NEUTRAL, LONG_BUILDUP, SHORT_BUILDUP, SHORT_COVERING, LONG_UNWINDING = -1, 0, 1, 2, 3, 4
-BUILDUP_TAGS = ("N", "LB", "SB", "SC", "LU")  # index = code
 # A move smaller than these (relative to the window's start) is noise: the side is neutral.
 BUILDUP_PRICE_THRESHOLD = 0.01
 BUILDUP_OI_THRESHOLD = 0.005
@@ -436,7 +435,6 @@ class OIHistory:
 
 
 __all__ = [
-    "BUILDUP_TAGS",
     "ChainAnalytics",
     "OIHistory",
     "atm_iv_at_forward",
