@@ -5,6 +5,7 @@ Idempotent by construction: a backfill fetches only what coverage says is missin
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from typing import Any
 
@@ -86,3 +87,15 @@ def backfill_subscription(self, subscription_id: int) -> dict[str, Any]:
             raise self.retry()
         run = _run_backfill(instrument_ids=[instrument_id], trigger=f"subscription {subscription_id}")
         return _summary(run)
+
+
+@shared_task(name="history.chain_history_prune", acks_late=True, time_limit=600, soft_time_limit=540)
+def chain_history_prune() -> dict[str, int]:
+    """Apply the chain history's pruning policy (history.services.chain_history)."""
+    from core.calendar import IST
+    from history.services.chain_history import chain_history_prune as prune
+
+    with task_lock("history.chain_history_prune", timeout=660) as acquired:
+        if not acquired:
+            return {}
+        return prune(today=dt.datetime.now(IST).date())

@@ -313,19 +313,16 @@ def oi_buildup(
 
 def atm_iv_at_forward(strikes: np.ndarray, ce_iv: np.ndarray, pe_iv: np.ndarray, forward: float) -> float:
     """ATM IV: linear in strike between the out-of-the-money IVs either side of the forward (puts at
-    strikes at or below it, calls at or above it); at a strike equal to the forward, the mean of both."""
+    strikes at or below it, calls at or above it); at a strike equal to the forward, the mean of both;
+    NaN unless both sides have one."""
     strikes = np.asarray(strikes, dtype=np.float64)
     if not len(strikes) or not math.isfinite(forward):
         return math.nan
     ce_iv, pe_iv = np.asarray(ce_iv, dtype=np.float64), np.asarray(pe_iv, dtype=np.float64)
     below = np.flatnonzero((strikes <= forward) & np.isfinite(pe_iv) & (pe_iv > 0))
     above = np.flatnonzero((strikes >= forward) & np.isfinite(ce_iv) & (ce_iv > 0))
-    if not len(below) and not len(above):
-        return math.nan
-    if not len(below):
-        return float(ce_iv[above[0]])
-    if not len(above):
-        return float(pe_iv[below[-1]])
+    if not len(below) or not len(above):
+        return math.nan  # the forward outside the quoted strikes: no interpolation, no extrapolation
     lo, hi = below[-1], above[0]
     k0, k1, v0, v1 = strikes[lo], strikes[hi], pe_iv[lo], ce_iv[hi]
     if k1 == k0:

@@ -23,6 +23,7 @@ class SessionSeries:
         # Replaced (never mutated) when a point is added: a published snapshot keeps its own tuple.
         self.points: tuple[tuple[Any, ...], ...] = ()
         self.pending: list[tuple[Any, ...]] = []  # appended, not yet handed to the recorder
+        self.version = 0  # +1 whenever `points` changes
         self._last_bucket = -1.0
 
     def due(self, market_ts: float) -> bool:
@@ -42,6 +43,7 @@ class SessionSeries:
         self.points = (*self.points, point)[-MAX_POINTS:]
         self.pending.append(point)
         self._last_bucket = bucket
+        self.version += 1
         return True
 
     def seed(self, day: dt.date, points: list[tuple[Any, ...]]) -> None:
@@ -55,6 +57,7 @@ class SessionSeries:
         self.points = tuple(merged[ts] for ts in sorted(merged))[-MAX_POINTS:]
         if self.points:
             self._last_bucket = max(self._last_bucket, float(self.points[-1][0]))
+        self.version += 1
 
     def drain(self) -> list[tuple[Any, ...]]:
         pending, self.pending = self.pending, []

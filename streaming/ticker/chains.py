@@ -167,6 +167,7 @@ class ChainBook:
     zero_gamma: float = math.nan
     zero_gamma_at: float = -math.inf  # monotonic
     _series_payload: dict[str, Any] = field(default_factory=dict)
+    _series_version: int = -1
 
     def set_iv_history(self, closes: list[float] | np.ndarray) -> None:
         self.iv_closes = np.sort(np.asarray(closes, dtype=np.float64))
@@ -351,7 +352,7 @@ class ChainBook:
         pe_total = float(np.nansum(pe_oi_change)) if np.isfinite(pe_oi_change).any() else math.nan
         self.term_structure[expiry_key] = [expiry_key, _rounded_scalar(analytics.atm_iv, 5), _rounded_scalar(t, 6)]
         if self.series.due(market_now):
-            appended = self.series.offer(
+            self.series.offer(
                 market_now,
                 (
                     _rounded_scalar(analytics.spot, 2),
@@ -365,8 +366,9 @@ class ChainBook:
                     _rounded_scalar(analytics.net_gex, 0),
                 ),
             )
-            if appended or not self._series_payload:
-                self._series_payload = {"fields": SERIES_FIELDS, "points": self.series.points}
+        if self._series_version != self.series.version:
+            self._series_payload = {"fields": SERIES_FIELDS, "points": self.series.points}
+            self._series_version = self.series.version
         sessions = len(self.iv_closes)
         return {
             "atm_iv": _rounded_scalar(analytics.atm_iv, 5),

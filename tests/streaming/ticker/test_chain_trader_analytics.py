@@ -146,3 +146,8 @@ def test_expiry_buckets_nearest_weekly_and_monthly():
         "weekly",
         "monthly",
     )
+
+
+def test_atm_iv_is_unknown_when_the_forward_is_outside_the_quoted_sides():
+    strikes = np.array([95.0, 100.0])
+    assert math.isnan(atm_iv_at_forward(strikes, np.array([0.2, 0.2]), np.array([0.2, 0.2]), 101.0))
