@@ -19,8 +19,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from streaming.snapshot_store import get_chain_snapshot
-from streaming.web.chain_csv import chain_csv, export_filename, series_csv
 from streaming.status import streaming_status_by_account
+from streaming.web.chain_csv import chain_csv, export_filename, series_csv
 from streaming.web.serializers import ChainListItemSerializer, ChainSnapshotSerializer, HealthSerializer
 from subscriptions import selectors
 from subscriptions.services.reconcile import last_reconcile_report

@@ -33,7 +33,7 @@ class ChainSideSerializer(serializers.Serializer):
     buildup = serializers.ChoiceField(
         choices=["N", "LB", "SB", "SC", "LU"],
         allow_null=True,
-        help_text="OI build-up over the OI window: neutral, long build-up, short build-up, short covering, long unwinding.",
+        help_text="OI build-up over the OI window: neutral, long/short build-up, short covering, long unwinding.",
     )
 
 
