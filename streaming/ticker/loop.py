@@ -469,6 +469,7 @@ class TickerLoop:
                 spec=spec,
                 rate=self.config.rate,
                 greeks_interval_s=self.config.greeks_interval_s,
+                oi_window_minutes=self.config.oi_window_minutes,
                 prev_close_oi=self.prev_close_oi,
             )
             if existing is not None:
