@@ -121,9 +121,7 @@ def bench_update(strikes: int) -> None:
     samples = []
     for _ in range(max(REPEATS // 4, 20)):
         started = time.perf_counter()
-        zero_gamma_level(
-            k, ce["iv"], oi_c, pe["iv"], oi_p, spot=SPOT, t=0.01, rate=RATE, div_yield=analytics.div_yield
-        )
+        zero_gamma_level(k, ce["iv"], oi_c, pe["iv"], oi_p, spot=SPOT, t=0.01, rate=RATE, div_yield=analytics.div_yield)
         samples.append(time.perf_counter() - started)
     p50, p99 = _percentiles(samples[5:])
     emit(f"chain_analytics.zero_gamma_{strikes}_strikes_p50", p50, "us", strikes=strikes, every_s=5.0)
