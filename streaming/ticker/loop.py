@@ -379,8 +379,8 @@ class TickerLoop:
             record = sync_to_async(self.dependencies.chain_minutes_recorder, thread_sensitive=False)
             try:
                 await record(minutes=minutes)
-            except Exception:
-                log.exception("could not store %d chain minute points", len(minutes))
+            except Exception as exc:  # the database away (a restart): the next minute's go in; these are lost
+                log.warning("could not store %d chain minute points: %s: %s", len(minutes), type(exc).__name__, exc)
         started = [book for book in books if book.market_ts > 0]
         if not started:
             return
@@ -399,8 +399,8 @@ class TickerLoop:
         load = sync_to_async(self.dependencies.chain_history_loader, thread_sensitive=False)
         try:
             history = await load(request)
-        except Exception:
-            log.exception("could not load the chains' history")
+        except Exception as exc:  # the database away: the next pass tries again
+            log.warning("could not load the chains' history: %s: %s", type(exc).__name__, exc)
             return
         for book in started:
             key, day = book.spec.key, days[book.spec.key]
