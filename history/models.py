@@ -102,3 +102,62 @@ class BackfillRun(models.Model):
         if not self.requests_planned:
             return 100 if self.status in (self.Status.SUCCEEDED, self.Status.PARTIAL) else 0
         return min(100, round(100 * self.requests_done / self.requests_planned))
+
+
+class AtmIvSample(models.Model):
+    """The ATM IV (at the forward) of an underlying's nearest weekly or monthly expiry: one a minute
+    while a ticker streams that chain, and one per past session from the mock history when no live
+    history exists. A session's close is its latest sample; IV percentile and rank compare today's
+    ATM IV with the closes of the last sessions (`history.selectors.atm_iv_closes`)."""
+
+    class Bucket(models.TextChoices):
+        WEEKLY = "weekly", "Nearest weekly"
+        MONTHLY = "monthly", "Nearest monthly"
+
+    underlying = models.CharField(max_length=32)
+    bucket = models.CharField(max_length=8, choices=Bucket.choices)
+    expiry = models.DateField()
+    session_day = models.DateField()
+    timestamp = models.DateTimeField()
+    atm_iv = models.FloatField()
+    is_mock = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["underlying", "bucket", "timestamp"]
+        constraints = [
+            models.UniqueConstraint(fields=["underlying", "bucket", "timestamp"], name="atm_iv_sample_unique")
+        ]
+        indexes = [models.Index(fields=["underlying", "bucket", "session_day"], name="atm_iv_session_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.underlying} {self.bucket} {self.timestamp:%Y-%m-%d %H:%M} {self.atm_iv:.4f}"
+
+
+class ChainSeriesPoint(models.Model):
+    """One minute of a chain's intraday series (streaming.contract.SERIES_FIELDS), so a ticker that
+    restarts mid-session, and a page opened in the afternoon, still have the morning."""
+
+    underlying = models.CharField(max_length=32)
+    expiry = models.DateField()
+    session_day = models.DateField()
+    timestamp = models.DateTimeField()
+    spot = models.FloatField(null=True)
+    forward = models.FloatField(null=True)
+    atm_strike = models.FloatField(null=True)
+    atm_iv = models.FloatField(null=True)
+    straddle = models.FloatField(null=True)
+    pcr_oi = models.FloatField(null=True)
+    ce_oi_change = models.FloatField(null=True)
+    pe_oi_change = models.FloatField(null=True)
+    net_gex = models.FloatField(null=True)
+    is_mock = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["underlying", "expiry", "timestamp"]
+        constraints = [
+            models.UniqueConstraint(fields=["underlying", "expiry", "timestamp"], name="chain_series_point_unique")
+        ]
+        indexes = [models.Index(fields=["underlying", "expiry", "session_day"], name="chain_series_session_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.underlying} {self.expiry} {self.timestamp:%Y-%m-%d %H:%M}"

@@ -5,6 +5,7 @@ Idempotent by construction: a backfill fetches only what coverage says is missin
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from typing import Any
 
@@ -104,3 +105,15 @@ def expiry_cleanup() -> dict[str, Any]:
         deactivated = deactivate_expired_subscriptions(now=now)
         dropped = mock_history_drop_expired(now=now)
         return {"deactivated": deactivated, "mock_candles_dropped": dropped}
+
+
+@shared_task(name="history.chain_history_prune", acks_late=True, time_limit=600, soft_time_limit=540)
+def chain_history_prune() -> dict[str, int]:
+    """Apply the chain history's pruning policy (history.services.chain_history)."""
+    from core.calendar import IST
+    from history.services.chain_history import chain_history_prune as prune
+
+    with task_lock("history.chain_history_prune", timeout=660) as acquired:
+        if not acquired:
+            return {}
+        return prune(today=dt.datetime.now(IST).date())

@@ -63,7 +63,15 @@ FROM_SEQ = "from_seq"  # payload key of a folded delta: the first message it cov
 # A side object's keys, in the order the ticker builds them and browsers receive their values.
 SIDE_FIELDS = (
     "instrument_token", "tradingsymbol", "ltp", "change", "oi", "oi_change", "oi_change_recent", "volume",
-    "iv", "delta", "gamma", "theta", "vega", "bid", "ask", "updated_at",
+    "iv", "delta", "gamma", "theta", "vega", "bid", "ask", "updated_at", "gex", "buildup",
+)  # fmt: skip
+# OI build-up tags of a side (`buildup`): neutral, long build-up, short build-up, short covering,
+# long unwinding; null while the OI window has no history.
+BUILDUP_TAGS = ("N", "LB", "SB", "SC", "LU")
+# One point of a chain's intraday series (a snapshot's `series.points`, the header's `series_last`),
+# one a minute of market time from the session's start.
+SERIES_FIELDS = (
+    "ts", "spot", "forward", "atm_strike", "atm_iv", "straddle", "pcr_oi", "ce_oi_change", "pe_oi_change", "net_gex",
 )  # fmt: skip
 
 
@@ -138,12 +146,14 @@ def encode_browser_message(kind: str, chain: dict[str, Any]) -> str:
 
 
 __all__ = [
+    "BUILDUP_TAGS",
     "CHAIN",
     "CHAIN_JSON",
     "CHAIN_UPDATE",
     "DELTA",
     "FROM_SEQ",
     "KIND",
+    "SERIES_FIELDS",
     "SIDE_FIELDS",
     "SNAPSHOT",
     "chain_event_payload",

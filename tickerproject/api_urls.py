@@ -13,7 +13,7 @@ from rest_framework.routers import DefaultRouter
 from rest_framework.settings import api_settings
 
 from history.api import CandleViewSet
-from streaming.web.api import ChainListView, ChainSnapshotView, HealthView
+from streaming.web.api import ChainCsvView, ChainListView, ChainSeriesCsvView, ChainSnapshotView, HealthView
 from subscriptions.api import AccountViewSet, InstrumentViewSet, SubscriptionViewSet
 from tickerproject.api_throttling import ScopedRateThrottle
 from tickerproject.client_address import client_address
@@ -52,6 +52,8 @@ urlpatterns = [
     path("", include(router.urls)),
     path("chains/", ChainListView.as_view(), name="chain-list"),
     path("chains/<str:underlying>/<str:expiry>/", ChainSnapshotView.as_view(), name="chain-snapshot"),
+    path("chains/<str:underlying>/<str:expiry>/chain.csv", ChainCsvView.as_view(), name="chain-csv"),
+    path("chains/<str:underlying>/<str:expiry>/series.csv", ChainSeriesCsvView.as_view(), name="chain-series-csv"),
     path("health/", HealthView.as_view(), name="health"),
     path("auth/token/", TokenLoginView.as_view(), name="api-token"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -289,6 +289,13 @@ CHAIN_PUBLISH_INTERVAL_MS = env.int("CHAIN_PUBLISH_INTERVAL_MS", default=250)
 # Per websocket client: chain messages waiting to be written; past this the client gets a fresh snapshot.
 CHAIN_WS_SEND_QUEUE = env.int("CHAIN_WS_SEND_QUEUE", default=16)
 RISK_FREE_RATE = env.float("RISK_FREE_RATE", default=0.065)
+# "OI change over the last N minutes" and the OI build-up tags look back this far.
+CHAIN_OI_WINDOW_MINUTES = env.float("CHAIN_OI_WINDOW_MINUTES", default=15.0)
+# IV percentile and rank compare today's ATM IV with the closes of this many past sessions.
+IV_HISTORY_SESSIONS = env.int("IV_HISTORY_SESSIONS", default=252)
+# The ticker persists its chains' minute points (intraday series, ATM IV) and reloads the IV history
+# this often, in seconds.
+CHAIN_HISTORY_INTERVAL_S = env.float("CHAIN_HISTORY_INTERVAL_S", default=60.0)
 MOCK_SEED = env.int("MOCK_SEED", default=20241224)
 MOCK_STATE_MAX_SIZE = env.int("MOCK_STATE_MAX_SIZE", default=5000)
 MOCK_TICK_INTERVAL_MS = env.int("MOCK_TICK_INTERVAL_MS", default=500)

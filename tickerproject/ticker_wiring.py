@@ -15,11 +15,19 @@ from typing import Any, ParamSpec, TypeVar
 
 from django.db import close_old_connections
 
-from history.selectors import previous_close_oi
+from history.selectors import atm_iv_closes, chain_series_points, previous_close_oi
+from history.services.chain_history import ChainMinute, atm_iv_backfill_mock, chain_minutes_record
 from history.services.session_backfill import session_backfill_run
 from mocking.market import InstrumentSpec, MockMarket, SessionClock
 from streaming.ticker.config import LoopConfig
-from streaming.ticker.dependencies import PlanLoader, TickerDependencies
+from streaming.ticker.dependencies import (
+    ChainHistory,
+    ChainHistoryRequest,
+    PlanLoader,
+    TickerDependencies,
+    no_chain_history,
+    no_minutes_recorded,
+)
 from streaming.ticker.loop import TickerLoop
 from subscriptions.assignment import Plan
 from subscriptions.selectors import market_holiday_dates
@@ -65,6 +73,40 @@ def _session_backfill(*, account_id: int, day: dt.date, subscription_ids: list[i
     session_backfill_run(account_id=account_id, day=day, subscription_ids=subscription_ids, stop=stop)
 
 
+@_on_own_connection
+def _record_chain_minutes(*, minutes: list[dict[str, Any]]) -> None:
+    chain_minutes_record(minutes=[ChainMinute(**minute) for minute in minutes])
+
+
+@_on_own_connection
+def _load_chain_history(request: ChainHistoryRequest) -> ChainHistory:
+    """The stored series and IV closes the ticker asks for; mock chains first get the closes the mock
+    history implies for sessions that have none (a fresh install shows a percentile at once)."""
+    from django.conf import settings
+
+    series = {
+        (underlying, expiry): chain_series_points(underlying=underlying, expiry=expiry, session_day=day)
+        for underlying, expiry, day in request.series
+    }
+    closes: dict[tuple[str, str], list[float]] = {}
+    holidays = market_holiday_dates(exchange="NSE") if request.mock and request.closes else set()
+    for underlying, bucket, day in request.closes:
+        if request.mock:
+            atm_iv_backfill_mock(
+                underlying=underlying,
+                bucket=bucket,
+                before_day=day,
+                sessions=request.sessions,
+                weeklies=request.weeklies.get(underlying, False),
+                holidays=holidays,
+                seed=settings.MOCK_SEED,
+            )
+        closes[(underlying, bucket)] = atm_iv_closes(
+            underlying=underlying, bucket=bucket, before_day=day, sessions=request.sessions
+        )
+    return ChainHistory(series=series, closes=closes)
+
+
 def _no_previous_close(*, subscription_ids: list[int], day: dt.date) -> dict[int, float]:
     return {}
 
@@ -76,7 +118,8 @@ def mock_market(*, seed: int, max_state: int, rate: float, holidays: set[dt.date
 
 def ticker_dependencies(*, plan_loader: PlanLoader | None = None) -> TickerDependencies:
     """Everything the ticker reads and writes outside streaming. A given `plan_loader` (a synthetic
-    plan: the benchmarks) comes with no previous close, which only the database knows."""
+    plan: the benchmarks) comes with no previous close and no chain history, which only the database
+    knows (and keeps)."""
     return TickerDependencies(
         plan_loader=plan_loader or reconcile_and_load_plan,
         prev_close_loader=_previous_close_oi if plan_loader is None else _no_previous_close,
@@ -84,6 +127,8 @@ def ticker_dependencies(*, plan_loader: PlanLoader | None = None) -> TickerDepen
         session_backfill=_session_backfill,
         mock_market_factory=mock_market,
         mock_instrument_spec=InstrumentSpec.from_instrument,
+        chain_minutes_recorder=_record_chain_minutes if plan_loader is None else no_minutes_recorded,
+        chain_history_loader=_load_chain_history if plan_loader is None else no_chain_history,
     )
 
 

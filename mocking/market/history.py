@@ -22,7 +22,7 @@ from scipy.signal import lfilter
 from core.calendar import IST, SESSION_OPEN, TradingCalendar
 from core.greeks import SECONDS_PER_YEAR, bsm_price, expiry_epoch_seconds
 from mocking.market.book import round_to_tick
-from mocking.market.model import TRADING_DAYS_PER_YEAR, intraday_variance_weight, surface_vol
+from mocking.market.model import TRADING_DAYS_PER_YEAR, intraday_variance_weight, surface_vol, vol_multiplier
 from mocking.market.spec import (
     KIND_CE,
     KIND_EQ,
@@ -235,3 +235,14 @@ def _volume_and_oi(
     drift = np.cumsum(rng.normal(0.02, 0.5, MINUTES_PER_SESSION)) * lots_per_min * 0.05
     oi = np.maximum(np.round(base_lots + drift), 0).astype(np.int64) * lot
     return volume, oi
+
+
+def mock_atm_iv_close(seed: int, profile: UnderlyingProfile, day: date, expiry: date) -> float:
+    """The mock ATM IV (at the forward) of `expiry` at the close of `day`: the IV surface the options
+    are priced on, scaled as the live mock market scales it (`vol_multiplier` of the day's move from
+    the open), so a closing IV history compares like with like against the live mock chain."""
+    so, _, _, sc, _ = _minute_path(seed, profile.name, profile.vol, profile.spot, day)
+    closed = datetime.combine(day, SESSION_OPEN, tzinfo=IST) + timedelta(minutes=MINUTES_PER_SESSION)
+    t = max(expiry_epoch_seconds(expiry) - closed.timestamp(), 60.0) / SECONDS_PER_YEAR
+    base = profile.vol * vol_multiplier(math.log(float(sc[-1]) / float(so[0])))
+    return float(surface_vol(np.array([0.0]), np.array([t]), base, profile.skew, profile.smile)[0])

@@ -19,8 +19,22 @@ import numpy as np
 
 from core import greeks as pricing
 from core.calendar import expiry_datetime
-from streaming.contract import SIDE_FIELDS
-from streaming.ticker.chain_analytics import ChainAnalytics, OIHistory, atm_strike, compute_chain_analytics, quote_mid
+from streaming.contract import BUILDUP_TAGS, SERIES_FIELDS, SIDE_FIELDS
+from streaming.ticker.chain_analytics import (
+    NO_BUILDUP,
+    ChainAnalytics,
+    OIHistory,
+    atm_strike,
+    compute_chain_analytics,
+    expected_moves,
+    iv_percentile,
+    iv_rank,
+    oi_buildup,
+    quote_mid,
+    straddle_premium,
+    zero_gamma_level,
+)
+from streaming.ticker.chain_series import SessionSeries
 from streaming.ticker.market_state import MarketState
 
 SIDE_KEYS = ("CE", "PE")
@@ -28,6 +42,10 @@ SIDE_KEYS = ("CE", "PE")
 GREEK_TOLERANCE = {"iv": 5e-4, "delta": 5e-3, "gamma": 1e-5, "theta": 0.05, "vega": 0.05}
 GREEK_RELATIVE_TOLERANCE = 0.02
 _GREEK_ATOL = np.array(list(GREEK_TOLERANCE.values()))[:, None]  # a column: one row per Greek
+# The gamma flip reprices the whole chain at ~80 hypothetical spots: a slow-moving level, so at most
+# this often per chain (the rest of the analytics run at the Greeks cadence).
+ZERO_GAMMA_INTERVAL_S = 5.0
+_BUILDUP_WIRE: tuple[str | None, ...] = (*BUILDUP_TAGS, None)  # index = code; NO_BUILDUP (-1) is the last
 
 
 class InstrumentLike(Protocol):
@@ -135,6 +153,24 @@ class ChainBook:
     _oi_history: OIHistory = field(default_factory=lambda: OIHistory(interval_s=60.0, max_age_s=4 * 3600.0))
     _base_oi: np.ndarray | None = None
     _sent: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # side -> field -> values last sent
+    # IV history: the bucket this chain stands for ("weekly"/"monthly", None: neither) and the past
+    # sessions' closing ATM IVs of that bucket, set by the loop from what the history loader found.
+    iv_bucket: str | None = None
+    iv_buckets: tuple[str, ...] = ()
+    iv_closes: np.ndarray = field(default_factory=lambda: np.empty(0))
+    # The underlying's expiries -> [expiry, ATM IV, years to expiry]: one dict shared by the books of
+    # an underlying (set by the loop), so each header carries the whole term structure.
+    term_structure: dict[str, list[Any]] = field(default_factory=dict)
+    series: SessionSeries = field(default_factory=SessionSeries)
+    is_mock: bool = True
+    market_ts: float = 0.0  # the market time of the last update (epoch s)
+    zero_gamma: float = math.nan
+    zero_gamma_at: float = -math.inf  # monotonic
+    _series_payload: dict[str, Any] = field(default_factory=dict)
+    _series_version: int = -1
+
+    def set_iv_history(self, closes: list[float] | np.ndarray) -> None:
+        self.iv_closes = np.sort(np.asarray(closes, dtype=np.float64))
 
     def reset_prev_close_oi(self, prev_close_oi: dict[int, float]) -> None:
         """A new session: count OI change against these closes (or the first OI seen from now on)."""
@@ -199,25 +235,56 @@ class ChainBook:
             self.greeks_computed_at = monotonic
         else:
             # Between recomputations (at most every `greeks_interval_s`) the chain analytics and Greeks
-            # stay; the spot, and the ATM strike that follows it, move with every message.
+            # stay; the spot, the forward (the same basis) and the ATM strike that follows the forward
+            # move with every message.
             live_spot = spot if math.isfinite(spot) and spot > 0 else previous.spot
-            reference = live_spot if math.isfinite(live_spot) else previous.forward
-            analytics = replace(previous, spot=live_spot, atm_strike=atm_strike(spec.strikes, reference))
+            forward = previous.forward
+            if math.isfinite(live_spot) and math.isfinite(previous.spot) and previous.spot > 0:
+                forward = previous.forward * live_spot / previous.spot
+            reference = forward if math.isfinite(forward) else live_spot
+            analytics = replace(
+                previous, spot=live_spot, forward=forward, atm_strike=atm_strike(spec.strikes, reference)
+            )
+        if monotonic - self.zero_gamma_at >= ZERO_GAMMA_INTERVAL_S and analytics is not previous:
+            self.zero_gamma = zero_gamma_level(
+                spec.strikes,
+                analytics.ce["iv"],
+                sides["CE"]["oi"],
+                analytics.pe["iv"],
+                sides["PE"]["oi"],
+                spot=analytics.spot,
+                t=t,
+                rate=self.rate,
+                div_yield=analytics.div_yield,
+            )
+            self.zero_gamma_at = monotonic
         self.analytics = analytics
-        self._oi_history.record(now, sides["CE"]["oi"], sides["PE"]["oi"])
+        self.is_mock = is_mock
+        self.market_ts = market_now
+        self._oi_history.record(now, sides["CE"]["oi"], sides["PE"]["oi"], sides["CE"]["ltp"], sides["PE"]["ltp"])
         recent_ce, recent_pe = self._oi_history.change_since(
             now, self.oi_window_minutes, sides["CE"]["oi"], sides["PE"]["oi"]
         )
+        window_start = self._oi_history.at_or_before(now - self.oi_window_minutes * 60.0)
+        buildup: dict[str, np.ndarray] = {}
+        for side in SIDE_KEYS:
+            if window_start is None:
+                buildup[side] = np.full(len(spec.strikes), float(NO_BUILDUP))
+                continue
+            _, ce_oi_then, pe_oi_then, ce_price_then, pe_price_then = window_start
+            oi_then, price_then = (ce_oi_then, ce_price_then) if side == "CE" else (pe_oi_then, pe_price_then)
+            codes = oi_buildup(sides[side]["ltp"], price_then, sides[side]["oi"], oi_then)
+            buildup[side] = codes.astype(np.float64)
         base_ce, base_pe = self._base_oi_arrays(sides)
         inputs = {
-            "CE": (spec.ce_symbols, spec.ce_tokens, analytics.ce, base_ce, recent_ce),
-            "PE": (spec.pe_symbols, spec.pe_tokens, analytics.pe, base_pe, recent_pe),
+            "CE": (spec.ce_symbols, spec.ce_tokens, analytics.ce, base_ce, recent_ce, buildup["CE"]),
+            "PE": (spec.pe_symbols, spec.pe_tokens, analytics.pe, base_pe, recent_pe, buildup["PE"]),
         }
         snapshot = self.snapshot
         first = snapshot is None
         changed_sides: dict[str, dict[int, dict[str, Any]]] = {}
         for side in SIDE_KEYS:
-            symbols, tokens, side_greeks, oi_change, recent = inputs[side]
+            symbols, tokens, side_greeks, oi_change, recent, side_buildup = inputs[side]
             exists = tokens > 0
             if first:
                 changed = exists
@@ -229,12 +296,15 @@ class ChainBook:
                     state.changed_since(self._rows[side], self.published_state_seq)
                     | self._greeks_moved(side, side_greeks)
                     | _differs(recent, self._sent.get(side, {}).get("oi_change_recent"))
+                    | (side_buildup != self._sent.get(side, {}).get("buildup", side_buildup))
                 )
             index = np.flatnonzero(changed)
             if len(index):
-                dicts = self._side_dicts(symbols, tokens, sides[side], side_greeks, oi_change, recent, index)
+                dicts = self._side_dicts(
+                    symbols, tokens, sides[side], side_greeks, oi_change, recent, side_buildup, index
+                )
                 changed_sides[side] = dict(zip(index.tolist(), dicts, strict=True))
-                self._remember_sent(side, side_greeks, recent, index)
+                self._remember_sent(side, side_greeks, recent, side_buildup, index)
         last_tick_at = float(state.updated_at[self._all_rows].max()) if len(self._all_rows) else None
         header = {
             "spot": _rounded_scalar(analytics.spot, 2),
@@ -247,6 +317,9 @@ class ChainBook:
             "expires_at": spec.expires_at.isoformat(),
             "last_tick_at": last_tick_at,
             "oi_change_window_minutes": self.oi_window_minutes,
+            **self._trader_header(
+                analytics, sides, base_ce, base_pe, t, market_now, expiry_key=spec.expiry.isoformat()
+            ),
         }
         rows, delta_rows = self._merge_rows(changed_sides.get("CE", {}), changed_sides.get("PE", {}))
         header_changed = snapshot is None or snapshot["header"] != header
@@ -256,8 +329,65 @@ class ChainBook:
         self.seq += 1
         source = "mock" if is_mock else "live"
         common = {"underlying": spec.underlying, "expiry": spec.expiry.isoformat(), "seq": self.seq, "ts": now}
-        self.snapshot = {**common, "source": source, "header": header, "rows": rows}
+        self.snapshot = {**common, "source": source, "header": header, "rows": rows, "series": self._series_payload}
         return {**common, "source": source, "header": header, "rows": delta_rows}
+
+    def _trader_header(
+        self,
+        analytics: ChainAnalytics,
+        sides: dict[str, dict[str, np.ndarray]],
+        ce_oi_change: np.ndarray,
+        pe_oi_change: np.ndarray,
+        t: float,
+        market_now: float,
+        *,
+        expiry_key: str,
+    ) -> dict[str, Any]:
+        """The header's trader figures (docs/websocket.md): ATM IV and its percentile/rank, straddle
+        and expected move, GEX, OI change totals, the term structure and the series' newest point."""
+        strikes = self.spec.strikes
+        straddle = straddle_premium(strikes, sides["CE"]["mid"], sides["PE"]["mid"], analytics.atm_strike)
+        move, move_iv = expected_moves(forward=analytics.forward, straddle=straddle, atm_iv=analytics.atm_iv, t=t)
+        ce_total = float(np.nansum(ce_oi_change)) if np.isfinite(ce_oi_change).any() else math.nan
+        pe_total = float(np.nansum(pe_oi_change)) if np.isfinite(pe_oi_change).any() else math.nan
+        self.term_structure[expiry_key] = [expiry_key, _rounded_scalar(analytics.atm_iv, 5), _rounded_scalar(t, 6)]
+        if self.series.due(market_now):
+            self.series.offer(
+                market_now,
+                (
+                    _rounded_scalar(analytics.spot, 2),
+                    _rounded_scalar(analytics.forward, 2),
+                    _rounded_scalar(analytics.atm_strike, 2),
+                    _rounded_scalar(analytics.atm_iv, 5),
+                    _rounded_scalar(straddle, 2),
+                    _rounded_scalar(analytics.pcr_oi, 4),
+                    _rounded_scalar(ce_total, 0),
+                    _rounded_scalar(pe_total, 0),
+                    _rounded_scalar(analytics.net_gex, 0),
+                ),
+            )
+        if self._series_version != self.series.version:
+            self._series_payload = {"fields": SERIES_FIELDS, "points": self.series.points}
+            self._series_version = self.series.version
+        sessions = len(self.iv_closes)
+        return {
+            "atm_iv": _rounded_scalar(analytics.atm_iv, 5),
+            "iv_bucket": self.iv_bucket,
+            "iv_percentile": _rounded_scalar(iv_percentile(analytics.atm_iv, self.iv_closes), 1),
+            "iv_rank": _rounded_scalar(iv_rank(analytics.atm_iv, self.iv_closes), 1),
+            "iv_history_sessions": sessions if self.iv_bucket else 0,
+            "straddle": _rounded_scalar(straddle, 2),
+            "expected_move": _rounded_scalar(move, 2),
+            "expected_move_iv": _rounded_scalar(move_iv, 2),
+            "net_gex": _rounded_scalar(analytics.net_gex, 0),
+            "zero_gamma": _rounded_scalar(self.zero_gamma, 2),
+            "gex_call_wall": _rounded_scalar(analytics.gex_call_wall, 2),
+            "gex_put_wall": _rounded_scalar(analytics.gex_put_wall, 2),
+            "ce_oi_change": _rounded_scalar(ce_total, 0),
+            "pe_oi_change": _rounded_scalar(pe_total, 0),
+            "term_structure": [self.term_structure[key] for key in sorted(self.term_structure)],
+            "series_last": self.series.points[-1] if self.series.points else None,
+        }
 
     def _merge_rows(
         self, ce: dict[int, dict[str, Any]], pe: dict[int, dict[str, Any]]
@@ -314,14 +444,24 @@ class ChainBook:
         return moved.any(axis=0)
 
     def _remember_sent(
-        self, side: str, side_greeks: dict[str, np.ndarray], recent: np.ndarray, index: np.ndarray
+        self,
+        side: str,
+        side_greeks: dict[str, np.ndarray],
+        recent: np.ndarray,
+        buildup: np.ndarray,
+        index: np.ndarray,
     ) -> None:
         sent = self._sent.setdefault(side, {})
         n = len(self.spec.strikes)
-        for name in (*GREEK_TOLERANCE, "oi_change_recent"):
+        for name in (*GREEK_TOLERANCE, "oi_change_recent", "buildup"):
             if name not in sent:
                 sent[name] = np.full(n, np.nan)
-            source = recent if name == "oi_change_recent" else side_greeks[name]
+            if name == "oi_change_recent":
+                source = recent
+            elif name == "buildup":
+                source = buildup
+            else:
+                source = side_greeks[name]
             sent[name][index] = source[index]
 
     def _sides_arrays(self, state: MarketState) -> dict[str, dict[str, np.ndarray]]:
@@ -374,6 +514,7 @@ class ChainBook:
         greeks: dict[str, np.ndarray],
         oi_change: np.ndarray,
         oi_change_recent: np.ndarray,
+        buildup: np.ndarray,
         index: np.ndarray,
     ) -> list[dict[str, Any]]:
         """Side objects (docs/websocket.md) for the strikes at `index` (all of which have this side)."""
@@ -396,6 +537,7 @@ class ChainBook:
         values[11] = arrays["bid"][index]
         values[12] = arrays["ask"][index]
         values[13] = arrays["updated_at"][index]
+        values[14] = greeks["gex"][index]
         bad = ~np.isfinite(values)
         ints = np.where(bad[_SIDE_INTS], 0.0, values[_SIDE_INTS]).astype(np.int64).tolist()
         # np.round(x, d) is rint(x * 10**d) / 10**d: done here for all rows at once, each row with its
@@ -417,6 +559,7 @@ class ChainBook:
                     for n in np.flatnonzero(field_bad).tolist():
                         column[n] = None
         symbol_list = [symbols[n] for n in index.tolist()]
+        tags = [_BUILDUP_WIRE[code] for code in buildup[index].astype(np.int64).tolist()]
         # A dict display per side (the keys in SIDE_FIELDS order, which a test checks): about
         # twice as fast as dict(zip(fields, values)) for the ~200 sides of a typical delta.
         return [
@@ -437,6 +580,8 @@ class ChainBook:
                 "bid": bid,
                 "ask": ask,
                 "updated_at": updated_at,
+                "gex": gex,
+                "buildup": tag,
             }
             for (
                 token,
@@ -455,15 +600,17 @@ class ChainBook:
                 bid,
                 ask,
                 updated_at,
-            ) in zip(tokens[index].tolist(), symbol_list, *columns, strict=True)
+                gex,
+                tag,
+            ) in zip(tokens[index].tolist(), symbol_list, *columns, tags, strict=True)
         ]
 
 
-# The numeric fields of a side object (the wire's SIDE_FIELDS after token and symbol), in order: the
-# rows of the matrix in _side_dicts. Rows [lo, hi) are rounded to `digits`, and _SIDE_INTS are
-# integers (truncated toward zero, as int() does).
-_SIDE_FIELDS = SIDE_FIELDS[2:]
-_SIDE_ROUNDING = ((0, 2, 2), (6, 7, 5), (7, 8, 4), (8, 9, 6), (9, 11, 3), (11, 13, 2), (13, 14, 3))
+# The numeric fields of a side object (the wire's SIDE_FIELDS after token and symbol, before the
+# build-up tag), in order: the rows of the matrix in _side_dicts. Rows [lo, hi) are rounded to
+# `digits`, and _SIDE_INTS are integers (truncated toward zero, as int() does).
+_SIDE_FIELDS = SIDE_FIELDS[2:-1]
+_SIDE_ROUNDING = ((0, 2, 2), (6, 7, 5), (7, 8, 4), (8, 9, 6), (9, 11, 3), (11, 13, 2), (13, 14, 3), (14, 15, 0))
 _SIDE_INTS = slice(2, 6)
 _SIDE_SCALE = np.ones((len(_SIDE_FIELDS), 1))  # a column: 10**digits per row of the matrix
 for _lo, _hi, _digits in _SIDE_ROUNDING:

@@ -20,6 +20,9 @@ class LoopConfig:
     reload_check_interval_s: float | None = 30.0
     backfill_on_start: bool = True
     stop_deadline_s: float = 4.0
+    iv_history_sessions: int = 252
+    oi_window_minutes: float = 15.0
+    chain_history_interval_s: float = 60.0
     client_options: dict[str, Any] = field(default_factory=dict)  # e.g. silence_timeout for tests
 
     @classmethod
@@ -35,6 +38,9 @@ class LoopConfig:
             rate=settings.RISK_FREE_RATE,
             mock_seed=settings.MOCK_SEED,
             mock_max_state=settings.MOCK_STATE_MAX_SIZE,
+            iv_history_sessions=settings.IV_HISTORY_SESSIONS,
+            oi_window_minutes=settings.CHAIN_OI_WINDOW_MINUTES,
+            chain_history_interval_s=settings.CHAIN_HISTORY_INTERVAL_S,
         )
         return replace(config, **overrides) if overrides else config
 

@@ -3,8 +3,8 @@
 The ticker process reads the plan and the previous close from the database, records an account's
 auth failure, backfills history once per session and plays the mock market; none of that is
 streaming's business, so `streaming.ticker` names only the shapes here and
-`tickerproject.ticker_wiring` supplies the implementations. The first four touch the database: the
-loop calls them in worker threads, never on the event loop.
+`tickerproject.ticker_wiring` supplies the implementations. The first four and the chain history's
+recorder and loader touch the database: the loop calls them in worker threads, never on the event loop.
 """
 
 from __future__ import annotations
@@ -41,6 +41,43 @@ class SessionBackfill(Protocol):
         ...
 
 
+class ChainMinutesRecorder(Protocol):
+    def __call__(self, *, minutes: list[dict[str, Any]]) -> None:
+        """Persist chains' minute points: dicts with `underlying`, `expiry` (date), `is_mock`,
+        `buckets` (the IV-history buckets the chain stands for) and the values of
+        `streaming.contract.SERIES_FIELDS` (`ts` as `timestamp`)."""
+        ...
+
+
+@dataclass(frozen=True)
+class ChainHistoryRequest:
+    series: list[tuple[str, dt.date, dt.date]]  # (underlying, expiry, session day): stored minutes wanted
+    closes: list[tuple[str, str, dt.date]]  # (underlying, bucket, session day): past sessions' closing ATM IVs
+    sessions: int  # how many past sessions (N of IV percentile and rank)
+    mock: bool  # the chains are mock: fill missing closes from the mock history first
+    weeklies: dict[str, bool]  # underlying -> whether it lists weekly expiries
+
+
+@dataclass(frozen=True)
+class ChainHistory:
+    series: dict[tuple[str, dt.date], list[tuple[Any, ...]]]  # (underlying, expiry) -> points, oldest first
+    closes: dict[tuple[str, str], list[float]]  # (underlying, bucket) -> closing ATM IVs, oldest first
+
+
+class ChainHistoryLoader(Protocol):
+    def __call__(self, request: ChainHistoryRequest, /) -> ChainHistory:
+        """What the database holds of the chains' series and IV history."""
+        ...
+
+
+def no_minutes_recorded(*, minutes: list[dict[str, Any]]) -> None:
+    """A recorder for synthetic plans (the benchmarks): nothing is kept."""
+
+
+def no_chain_history(request: ChainHistoryRequest, /) -> ChainHistory:
+    return ChainHistory(series={}, closes={})
+
+
 class MockClock(Protocol):
     def timestamp(self) -> float: ...
 
@@ -72,10 +109,16 @@ class TickerDependencies:
     session_backfill: SessionBackfill
     mock_market_factory: MockMarketFactory
     mock_instrument_spec: MockInstrumentSpec
+    chain_minutes_recorder: ChainMinutesRecorder = no_minutes_recorded
+    chain_history_loader: ChainHistoryLoader = no_chain_history
 
 
 __all__ = [
     "AuthFailureRecorder",
+    "ChainHistory",
+    "ChainHistoryLoader",
+    "ChainHistoryRequest",
+    "ChainMinutesRecorder",
     "MockInstrumentSpec",
     "MockMarket",
     "MockMarketFactory",

@@ -9,6 +9,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
+from django.http import HttpResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.exceptions import NotFound, ValidationError
@@ -19,6 +20,7 @@ from rest_framework.views import APIView
 
 from streaming.snapshot_store import get_chain_snapshot
 from streaming.status import streaming_status_by_account
+from streaming.web.chain_csv import chain_csv, export_filename, series_csv
 from streaming.web.serializers import ChainListItemSerializer, ChainSnapshotSerializer, HealthSerializer
 from subscriptions import selectors
 from subscriptions.services.reconcile import last_reconcile_report
@@ -51,14 +53,50 @@ class ChainSnapshotView(APIView):
         description="The same payload the websocket sends (docs/websocket.md). 404 when no ticker streams it.",
     )
     def get(self, request: Request, underlying: str, expiry: str) -> Response:
-        try:
-            dt.date.fromisoformat(expiry)
-        except ValueError as exc:
-            raise ValidationError({"expiry": f"{expiry!r} is not a date: use YYYY-MM-DD."}) from exc
-        snapshot = get_chain_snapshot(underlying.upper(), expiry)
-        if snapshot is None:
-            raise NotFound(f"No live data for {underlying.upper()} {expiry}: not subscribed, or no ticker running.")
-        return Response(snapshot)
+        return Response(_snapshot_or_404(underlying, expiry))
+
+
+def _snapshot_or_404(underlying: str, expiry: str) -> dict[str, Any]:
+    try:
+        dt.date.fromisoformat(expiry)
+    except ValueError as exc:
+        raise ValidationError({"expiry": f"{expiry!r} is not a date: use YYYY-MM-DD."}) from exc
+    snapshot = get_chain_snapshot(underlying.upper(), expiry)
+    if snapshot is None:
+        raise NotFound(f"No live data for {underlying.upper()} {expiry}: not subscribed, or no ticker running.")
+    return snapshot
+
+
+def _csv_response(text: str, filename: str) -> HttpResponse:
+    response = HttpResponse(text, content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+class ChainCsvView(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        responses={(200, "text/csv"): str},
+        summary="The latest snapshot of one option chain as CSV",
+        description="One row per strike: ce_* fields, strike, pe_* fields (the side fields of docs/websocket.md).",
+    )
+    def get(self, request: Request, underlying: str, expiry: str) -> HttpResponse:
+        snapshot = _snapshot_or_404(underlying, expiry)
+        return _csv_response(chain_csv(snapshot), export_filename(snapshot, "chain"))
+
+
+class ChainSeriesCsvView(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        responses={(200, "text/csv"): str},
+        summary="One option chain's intraday series as CSV",
+        description="One row per minute from the session's start: time (IST), then the series fields.",
+    )
+    def get(self, request: Request, underlying: str, expiry: str) -> HttpResponse:
+        snapshot = _snapshot_or_404(underlying, expiry)
+        return _csv_response(series_csv(snapshot), export_filename(snapshot, "series"))
 
 
 def _check(ok: bool, detail: str) -> dict[str, Any]:

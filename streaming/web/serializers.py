@@ -27,6 +27,14 @@ class ChainSideSerializer(serializers.Serializer):
     bid = serializers.FloatField(allow_null=True)
     ask = serializers.FloatField(allow_null=True)
     updated_at = serializers.FloatField(allow_null=True, help_text="Epoch seconds of the last tick.")
+    gex = serializers.FloatField(
+        allow_null=True, help_text="Gamma exposure, rupees per 1 % move: gamma x OI x spot^2 x 0.01, calls +, puts -."
+    )
+    buildup = serializers.ChoiceField(
+        choices=["N", "LB", "SB", "SC", "LU"],
+        allow_null=True,
+        help_text="OI build-up over the OI window: neutral, long/short build-up, short covering, long unwinding.",
+    )
 
 
 class ChainRowSerializer(serializers.Serializer):
@@ -45,6 +53,23 @@ class ChainHeaderSerializer(serializers.Serializer):
     time_to_expiry_years = serializers.FloatField(allow_null=True)
     expires_at = serializers.DateTimeField()
     last_tick_at = serializers.FloatField(allow_null=True)
+    oi_change_window_minutes = serializers.FloatField()
+    atm_iv = serializers.FloatField(allow_null=True, help_text="ATM IV interpolated at the forward (OTM sides).")
+    iv_bucket = serializers.ChoiceField(choices=["weekly", "monthly"], allow_null=True)
+    iv_percentile = serializers.FloatField(allow_null=True, help_text="% of the past sessions' closing ATM IVs below.")
+    iv_rank = serializers.FloatField(allow_null=True, help_text="(IV - min) / (max - min) over the sessions, in %.")
+    iv_history_sessions = serializers.IntegerField(help_text="How many past sessions IVP and IVR rest on.")
+    straddle = serializers.FloatField(allow_null=True, help_text="ATM call + put (quote mids).")
+    expected_move = serializers.FloatField(allow_null=True, help_text="To expiry, by the straddle's premium.")
+    expected_move_iv = serializers.FloatField(allow_null=True, help_text="To expiry, one sigma: F x ATM IV x sqrt(T).")
+    net_gex = serializers.FloatField(allow_null=True)
+    zero_gamma = serializers.FloatField(allow_null=True, help_text="Spot at which net GEX changes sign.")
+    gex_call_wall = serializers.FloatField(allow_null=True)
+    gex_put_wall = serializers.FloatField(allow_null=True)
+    ce_oi_change = serializers.FloatField(allow_null=True)
+    pe_oi_change = serializers.FloatField(allow_null=True)
+    term_structure = serializers.ListField(child=serializers.ListField(), help_text="[expiry, ATM IV, years] each.")
+    series_last = serializers.ListField(allow_null=True, help_text="The newest point of `series`.")
 
 
 class ChainSnapshotSerializer(serializers.Serializer):
@@ -57,6 +82,9 @@ class ChainSnapshotSerializer(serializers.Serializer):
     source = serializers.ChoiceField(choices=["mock", "live"])  # type: ignore[assignment]
     header = ChainHeaderSerializer()
     rows = ChainRowSerializer(many=True)
+    series = serializers.DictField(
+        required=False, help_text='The session\'s minute points (snapshots only): {"fields": [...], "points": [[...]]}.'
+    )
 
 
 class ChainListItemSerializer(serializers.Serializer):

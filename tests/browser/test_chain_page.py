@@ -56,7 +56,13 @@ def ticker_server(tmp_path_factory) -> Iterator[str]:
     """A migrated, seeded SQLite database and `runticker --mode mock --serve` on a free port."""
     workdir = tmp_path_factory.mktemp("chain-browser")
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL", "CELERY_BROKER_URL")}
-    env.update(DEBUG="1", DATABASE_URL=f"sqlite:///{workdir / 'db.sqlite3'}", PYTHONUNBUFFERED="1")
+    # A 6-second OI window, so the build-up tags have history within the test (15 minutes by default).
+    env.update(
+        DEBUG="1",
+        DATABASE_URL=f"sqlite:///{workdir / 'db.sqlite3'}",
+        PYTHONUNBUFFERED="1",
+        CHAIN_OI_WINDOW_MINUTES="0.1",
+    )
     manage(env, "migrate", "--noinput")
     manage(env, "seed_demo")
     manage(
@@ -145,7 +151,44 @@ def test_signed_in_user_sees_the_mock_chain_move(ticker_server, page):
     assert page.locator("#oi-chart canvas").count() == 1
     rows = page.locator("#rows tr").count()
     assert rows >= 21  # seed_demo subscribes ±20 strikes of the nearest NIFTY weekly
+
+    # The trader figures: GEX, straddle and PCR charts; IVP from the mock IV history; build-up tags
+    # that appear once the (test's 6-second) OI window has history; the header's figures move.
+    for chart in ("#gex-chart", "#straddle-chart", "#pcr-chart"):
+        assert page.locator(f"{chart} canvas").count() == 1
+    for figure in ("#h-atm-iv", "#h-straddle", "#h-move", "#h-gex", "#h-walls"):
+        assert page.inner_text(figure) not in ("", "–"), figure
+    page.wait_for_function("document.getElementById('h-ivp').textContent !== '–'", timeout=15_000)
+    assert 0 <= float(page.inner_text("#h-ivp")) <= 100
+    assert page.locator("#term-strip a.current").count() == 1
+    page.wait_for_selector('td[data-field="buildup"] span.tag', timeout=20_000)
+    tags = page.eval_on_selector_all('td[data-field="buildup"] span.tag', "els => els.map(e => e.textContent)")
+    assert set(tags) <= {"N", "LB", "SB", "SC", "LU"} and len(tags) >= 21
+    figures = page.inner_text("#h-straddle") + page.inner_text("#h-gex")
+    page.wait_for_function(
+        "(b) => document.getElementById('h-straddle').textContent + document.getElementById('h-gex').textContent !== b",
+        arg=figures,
+        timeout=10_000,
+    )
+    points = page.evaluate("window.chainPage.chain.series.points.length")
+    assert points >= 1
     page.screenshot(path=str(ARTIFACTS / "chain-page.png"), animations="disabled")
+
+    # Another expiry without a reload: the URL, the table and the CSV link follow.
+    page.evaluate("window.__noReload = 1")  # gone if the page reloaded
+    bank = page.eval_on_selector_all("#underlying option", "os => os.map(o => o.value)")
+    assert "BANKNIFTY" in bank, bank
+    page.select_option("#underlying", "BANKNIFTY")
+    page.wait_for_function(
+        "document.querySelector('#chain').dataset.underlying === 'BANKNIFTY' && !!document.querySelector('tr.atm')",
+        timeout=15_000,
+    )
+    assert page.evaluate("window.__noReload") == 1
+    assert "underlying=BANKNIFTY" in page.url
+    assert "/api/chains/BANKNIFTY/" in page.get_attribute("#csv-chain", "href")
+    csv_text = page.evaluate("(url) => fetch(url).then(r => r.text())", page.get_attribute("#csv-chain", "href"))
+    assert csv_text.startswith("ce_tradingsymbol,") and len(csv_text.splitlines()) >= 21
+    page.screenshot(path=str(ARTIFACTS / "chain-page-banknifty.png"), animations="disabled")
     assert page.errors == []
 
 

@@ -62,7 +62,7 @@ def test_chain_analytics_recovers_the_smile_and_greeks():
         rate=RATE,
     )
     assert result.forward == pytest.approx(spot * math.exp((RATE - q) * t), rel=1e-9)
-    assert result.atm_strike == 24000.0
+    assert result.atm_strike == 24050.0  # nearest the forward, 24,044.9 (the spot 24,010 is nearest 24,000)
     np.testing.assert_allclose(result.ce["iv"], vols, atol=1e-6)
     np.testing.assert_allclose(result.pe["iv"], vols, atol=1e-6)
     expected = pricing.greeks(spot, strikes, t, RATE, q, vols, True)
@@ -125,7 +125,7 @@ def test_spot_falls_back_to_forward_and_forward_to_spot():
         rate=RATE,
     )
     assert no_options.forward == pytest.approx(24000.0 * math.exp(RATE * t))
-    assert no_options.atm_strike == 24000.0
+    assert no_options.atm_strike == 24050.0  # nearest the carried spot, 24,042.8
 
 
 def test_pcr_and_max_pain():

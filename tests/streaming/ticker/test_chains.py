@@ -268,12 +268,13 @@ def test_side_objects_are_each_field_rounded_on_its_own_with_none_for_nan():
 
     arrays = {name: column() for name in ("ltp", "bid", "ask", "mid", "oi", "volume", "updated_at")}
     arrays["close"] = np.where(rng.random(n) > 0.3, column(), 0.0)
-    greeks = {name: column() for name in ("iv", "delta", "gamma", "theta", "vega")}
+    greeks = {name: column() for name in ("iv", "delta", "gamma", "theta", "vega", "gex")}
     oi_change, recent = column(), column()
+    buildup = np.array([-1, 0, 1, 2, 3, 4, 0, 1, 2], dtype=np.float64)
     tokens = np.arange(100, 100 + n, dtype=np.int64)
     symbols = tuple(f"S{k}" for k in range(n))
     index = np.array([0, 1, 3, 5, 6, 7, 8])
-    sides = ChainBook._side_dicts(symbols, tokens, arrays, greeks, oi_change, recent, index)
+    sides = ChainBook._side_dicts(symbols, tokens, arrays, greeks, oi_change, recent, buildup, index)
 
     close = arrays["close"][index]
     with np.errstate(invalid="ignore"):
@@ -295,9 +296,55 @@ def test_side_objects_are_each_field_rounded_on_its_own_with_none_for_nan():
         "bid": _rounded(arrays["bid"][index], 2),
         "ask": _rounded(arrays["ask"][index], 2),
         "updated_at": _rounded(arrays["updated_at"][index], 3),
+        "gex": _rounded(greeks["gex"][index], 0),
+        "buildup": [None, "N", "SB", "LU", "N", "LB", "SB"],  # codes -1, 0, 2, 4, 0, 1, 2
     }
     assert [list(side) for side in sides] == [list(expected)] * len(index)  # wire order
     for k, side in enumerate(sides):
         for name, values in expected.items():
             assert side[name] == values[k] and type(side[name]) is type(values[k]), (name, k)
     assert sides[1]["ltp"] is None and sides[3]["oi"] is None and sides[4]["iv"] is None  # NaN, inf, -inf
+
+
+def test_trader_figures_in_the_header_and_sides():
+    spec = build_chain_registry(_instruments())[("NIFTY", "2026-12-01")]
+    state = MarketState([256265, *spec.tokens.tolist()])
+    book = ChainBook(spec=spec, greeks_interval_s=0.2, oi_window_minutes=15.0)
+    book.iv_bucket = "weekly"
+    book.set_iv_history([0.20, 0.10, 0.18, 0.12, 0.16, 0.14])
+    book.bind(state)
+    state.apply(_priced_batch(spec, 24010.0, NOW, oi=1000))
+    book.update(state, now=NOW, monotonic=10.0)
+    snap = book.snapshot
+    header = snap["header"]
+    atm = next(r for r in snap["rows"] if r["strike"] == header["atm_strike"])
+    # Every option priced at IV 0.15: the ATM IV, 3 of the 6 closes below it, (0.15 - 0.10) / 0.10.
+    assert abs(header["atm_iv"] - 0.15) < 2e-3
+    assert header["iv_percentile"] == 50.0 and abs(header["iv_rank"] - 50.0) < 3.0
+    assert header["iv_history_sessions"] == 6 and header["iv_bucket"] == "weekly"
+    # Quotes are LTP +- 0.05: the straddle is the two LTPs at the forward's ATM strike.
+    assert header["straddle"] == round(atm["CE"]["ltp"] + atm["PE"]["ltp"], 2)
+    assert header["expected_move"] == header["straddle"]
+    t = header["time_to_expiry_years"]
+    assert abs(header["expected_move_iv"] - header["forward"] * header["atm_iv"] * t**0.5) < 0.5
+    # GEX: gamma x OI x S^2 x 0.01, calls +, puts -; the header's net is their sum.
+    spot = header["spot"]
+    for row in snap["rows"]:
+        assert abs(row["CE"]["gex"] - row["CE"]["gamma"] * 1000 * spot**2 * 0.01) <= 0.01 * abs(row["CE"]["gex"]) + 1
+        assert row["PE"]["gex"] <= 0
+    net = sum(r["CE"]["gex"] + r["PE"]["gex"] for r in snap["rows"])
+    assert abs(header["net_gex"] - net) <= len(snap["rows"]) * 2
+    assert header["term_structure"] == [["2026-12-01", header["atm_iv"], header["time_to_expiry_years"]]]
+    assert [p[0] for p in snap["series"]["points"]] == [NOW - NOW % 60]
+    assert all(r["CE"]["buildup"] is None for r in snap["rows"])  # no OI window yet
+
+    # 15 minutes later the spot is up 2 % and every OI up 10 %: calls long build-up, puts short build-up.
+    later = NOW + 15 * 60 + 1
+    state.apply(_priced_batch(spec, 24490.0, later, oi=1100))
+    book.update(state, now=later, monotonic=20.0)
+    rows = book.snapshot["rows"]
+    assert {r["CE"]["buildup"] for r in rows} == {"LB"} and {r["PE"]["buildup"] for r in rows} == {"SB"}
+    assert book.snapshot["header"]["ce_oi_change"] == 5 * 100  # against the first OI seen (no previous close)
+    assert len(book.snapshot["series"]["points"]) == 2
+    assert book.snapshot["header"]["series_last"] == book.snapshot["series"]["points"][-1]
+    assert [p[0] for p in book.series.drain()] == [NOW - NOW % 60, later - later % 60]

@@ -437,3 +437,70 @@ def test_latencies_are_kept_only_when_asked_for_so_a_long_running_ticker_does_no
     loop.pending_latency = []  # a benchmark collecting from here on
     loop._observe_latency(100.0, 100.05)
     assert loop.pending_latency == [pytest.approx(0.05)]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_mock_chain_gets_iv_history_and_its_series_survives_a_restart():
+    from asgiref.sync import sync_to_async
+
+    from history.models import AtmIvSample, ChainSeriesPoint
+
+    def setup():
+        make_account("Mock market", is_mock=True)
+        return make_chain(strikes=21, spot=26000.0, step=100.0)  # around the mock NIFTY's level
+
+    instruments = await sync_to_async(setup)()
+    expiry = next(i.expiry for i in instruments if i.expiry).isoformat()
+    config = LoopConfig(
+        mode="mock",
+        mock_interval_s=0.1,
+        stream_interval_s=0.1,
+        backfill_on_start=False,
+        reload_check_interval_s=None,
+        chain_history_interval_s=0.3,
+        iv_history_sessions=30,
+    )
+
+    async def run_until(check, loop):
+        stop = asyncio.Event()
+        task = asyncio.create_task(loop.run(stop))
+        try:
+            for _ in range(100):
+                await asyncio.sleep(0.1)
+                snapshot = get_chain_snapshot("NIFTY", expiry)
+                if snapshot is not None and check(snapshot):
+                    return snapshot
+            raise AssertionError(f"never got there: {snapshot and snapshot['header']}")
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, timeout=6)
+            await close_db_connections()
+
+    first = await run_until(
+        lambda s: s["header"]["iv_history_sessions"] == 30 and s["header"]["iv_percentile"] is not None,
+        build_ticker_loop(config, channel_layer=InMemoryChannelLayer(), use_redis=False),
+    )
+    header = first["header"]
+    assert header["iv_bucket"] == "weekly" and 0 <= header["iv_percentile"] <= 100 and 0 <= header["iv_rank"] <= 100
+    assert header["straddle"] > 0 and header["expected_move_iv"] > 0 and header["net_gex"] is not None
+    point_ts = first["series"]["points"][0][0]
+    stored = await sync_to_async(lambda: ChainSeriesPoint.objects.filter(underlying="NIFTY").count())()
+    assert stored >= 1
+    # 30 mock closes for the nearest weekly, and today's minute samples.
+    closes = await sync_to_async(lambda: AtmIvSample.objects.filter(is_mock=True, bucket="weekly").count())()
+    assert closes >= 31
+
+    # A fresh ticker (a restart) takes the session's stored points back into the chain's series: an
+    # earlier minute of the session, stored by "the ticker before", shows up in its snapshot.
+    def store_earlier_minute():
+        point = ChainSeriesPoint.objects.filter(underlying="NIFTY").earliest("timestamp")
+        point.pk, point.straddle = None, -1.0
+        point.timestamp -= dt.timedelta(minutes=10)
+        point.save()
+
+    await sync_to_async(store_earlier_minute)()
+    second = await run_until(
+        lambda s: any(p[0] == point_ts - 600 and p[5] == -1.0 for p in s["series"]["points"]),
+        build_ticker_loop(config, channel_layer=InMemoryChannelLayer(), use_redis=False),
+    )
+    assert [p[0] for p in second["series"]["points"]][:2] == [point_ts - 600, point_ts]

@@ -121,3 +121,34 @@ def test_health_is_503_when_the_database_is_down(anon_client, monkeypatch):
     response = anon_client.get("/api/health/")
     assert response.status_code == 503
     assert response.json()["status"] == "down"
+
+
+def test_chain_and_series_download_as_csv(user_client, token_client, client):
+    payload = snapshot("2030-01-29")
+    payload["rows"] = [
+        {"strike": 26000.0, "CE": {"tradingsymbol": "NIFTY30JAN26000CE", "ltp": 101.0, "gex": 5.0, "buildup": "LB"},
+         "PE": {"tradingsymbol": "NIFTY30JAN26000PE", "ltp": 95.0, "oi": None, "buildup": None}},
+        {"strike": 26100.0, "PE": {"ltp": 140.0}},
+    ]  # fmt: skip
+    payload["series"] = {"fields": ["ts", "straddle"], "points": [[1895370300.0, 196.0], [1895370360.0, 197.5]]}
+    snapshot_store.put_local_chain_snapshot("NIFTY", "2030-01-29", payload)
+    response = user_client.get("/api/chains/nifty/2030-01-29/chain.csv")
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")
+    assert response["Content-Disposition"] == 'attachment; filename="NIFTY_2030-01-29_chain.csv"'
+    lines = response.content.decode().splitlines()
+    header = lines[0].split(",")
+    assert header[0] == "ce_tradingsymbol" and header[header.index("strike") + 1] == "pe_tradingsymbol"
+    first = dict(zip(header, lines[1].split(","), strict=True))
+    assert (first["strike"], first["ce_ltp"], first["ce_gex"], first["ce_buildup"]) == ("26000.0", "101.0", "5.0", "LB")
+    assert (first["pe_ltp"], first["pe_oi"], first["pe_buildup"]) == ("95.0", "", "")
+    second = dict(zip(header, lines[2].split(","), strict=True))
+    assert (second["ce_ltp"], second["pe_ltp"]) == ("", "140.0")
+    series = token_client.get("/api/chains/NIFTY/2030-01-29/series.csv").content.decode().splitlines()
+    # 1895370300 is 2030-01-23 09:15 IST.
+    assert series == [
+        "time_ist,ts,straddle",
+        "2030-01-23 09:15,1895370300.0,196.0",
+        "2030-01-23 09:16,1895370360.0,197.5",
+    ]
+    assert client.get("/api/chains/NIFTY/2030-01-29/chain.csv").status_code in (401, 403)
+    assert user_client.get("/api/chains/NIFTY/2031-01-28/series.csv").status_code == 404
