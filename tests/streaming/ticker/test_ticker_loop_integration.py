@@ -4,6 +4,7 @@ a few thousand subscriptions, publishing to the channel layer and to a Redis we 
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import time
 
@@ -128,6 +129,19 @@ async def test_ticker_against_simulator_two_accounts(monkeypatch):
                 return False
 
         await wait_until(in_redis, within=10, what="chain snapshot and latest ticks in Redis")
+
+        # The trader figures are computed from live ticks too (docs/websocket.md), not only in mock mode.
+        async def priced_snapshot():
+            snapshot = json.loads(await check_redis.get(chain_key("NIFTY", nifty_expiry)))
+            return snapshot if snapshot["header"]["straddle"] is not None else None
+
+        snapshot = await wait_until(priced_snapshot, within=15, what="a snapshot with both ATM sides priced")
+        header = snapshot["header"]
+        assert snapshot["source"] == "live"
+        assert header["forward"] > 0 and header["atm_strike"] in {row["strike"] for row in snapshot["rows"]}
+        assert header["straddle"] > 0 and header["expected_move_iv"] > 0 and header["net_gex"] is not None
+        assert any(row["CE"] and row["CE"]["gex"] for row in snapshot["rows"])
+        assert [term[0] for term in header["term_structure"]] == [nifty_expiry]
         token = str(instruments[5].instrument_token)
         raw = await wait_until(lambda: check_redis.hget(LATEST_KEY, token), within=10, what="one token's latest")
         latest = decode_latest(raw)
