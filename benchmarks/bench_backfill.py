@@ -35,7 +35,7 @@ class _ChunkMarket:
 
 def bench_rate(seconds: float) -> None:
     from history.rate_limit import historical_rate_limiter
-    from history.services.backfill import KiteCandleSource, RetryPolicy
+    from history.services.candle_sources import KiteCandleSource, RetryPolicy
     from mocking.market import InstrumentSpec
     from mocking.simulator.rest import rest_stats
     from mocking.simulator.server import start_simulator

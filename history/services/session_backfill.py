@@ -19,8 +19,8 @@ from typing import Any
 from django.core.cache import cache
 
 from history.services import backfill as backfill_service
-from history.services.backfill import BackfillCancelled
 from history.services.backfill_lock import BACKFILL_LOCK, BACKFILL_TIME_LIMIT
+from history.services.candle_sources import BackfillCancelled
 from subscriptions.selectors import subscribed_instrument_ids
 from tickerproject.platform.locks import task_lock
 

@@ -1,7 +1,5 @@
-"""Option chains the ticker streams: the registry built from the plan, and each chain's live book.
+"""Each option chain's live book (the chains themselves come from `streaming.ticker.chain_registry`).
 
-`build_chain_registry(instruments)` groups the planned option instruments by (underlying, expiry)
-into `ChainSpec`s (sorted strikes, the call and put token per strike, the underlying's spot token).
 `ChainBook` turns the market state into chain messages (docs/websocket.md): it recomputes the
 analytics at most every `greeks_interval_s`, numbers messages (`seq`), and keeps the latest
 snapshot so a delta carries only the sides that changed. Pure Python/numpy: no Django imports.
@@ -11,15 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from core import greeks as pricing
-from core.calendar import expiry_datetime
-from streaming.contract import BUILDUP_TAGS, SERIES_FIELDS, SIDE_FIELDS
+from streaming.contract import SERIES_FIELDS
 from streaming.ticker.chain_analytics import (
     NO_BUILDUP,
     ChainAnalytics,
@@ -30,11 +26,12 @@ from streaming.ticker.chain_analytics import (
     iv_percentile,
     iv_rank,
     oi_buildup,
-    quote_mid,
     straddle_premium,
     zero_gamma_level,
 )
+from streaming.ticker.chain_registry import ChainSpec, build_chain_registry
 from streaming.ticker.chain_series import SessionSeries
+from streaming.ticker.chain_sides import differs, side_arrays, side_dicts
 from streaming.ticker.market_state import MarketState
 
 SIDE_KEYS = ("CE", "PE")
@@ -45,85 +42,6 @@ _GREEK_ATOL = np.array(list(GREEK_TOLERANCE.values()))[:, None]  # a column: one
 # The gamma flip reprices the whole chain at ~80 hypothetical spots: a slow-moving level, so at most
 # this often per chain (the rest of the analytics run at the Greeks cadence).
 ZERO_GAMMA_INTERVAL_S = 5.0
-_BUILDUP_WIRE: tuple[str | None, ...] = (*BUILDUP_TAGS, None)  # index = code; NO_BUILDUP (-1) is the last
-
-
-class InstrumentLike(Protocol):
-    instrument_token: int
-    tradingsymbol: str
-    underlying: str
-    instrument_type: str
-    strike: float
-    expiry: dt.date | None
-    segment: str
-
-
-@dataclass(frozen=True)
-class ChainSpec:
-    underlying: str
-    expiry: dt.date
-    strikes: np.ndarray  # float64, ascending, unique
-    ce_tokens: np.ndarray  # int64 per strike, 0 where the strike has no call in the plan
-    pe_tokens: np.ndarray
-    ce_symbols: tuple[str, ...]
-    pe_symbols: tuple[str, ...]
-    spot_token: int | None = None  # the index (or equity) the chain is written on, when planned
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.underlying, self.expiry.isoformat())
-
-    @property
-    def tokens(self) -> np.ndarray:
-        both = np.concatenate([self.ce_tokens, self.pe_tokens])
-        return both[both > 0]
-
-    @property
-    def expires_at(self) -> dt.datetime:
-        return expiry_datetime(self.expiry)
-
-
-def build_chain_registry(instruments: Iterable[InstrumentLike]) -> dict[tuple[str, str], ChainSpec]:
-    """Chains from planned instruments: every CE/PE with an expiry, grouped by (underlying, expiry).
-    The spot token of an underlying is its index (segment INDICES) or else its equity."""
-    options: dict[tuple[str, dt.date], list[InstrumentLike]] = {}
-    spots: dict[str, tuple[int, int]] = {}  # underlying -> (preference, token)
-    for inst in instruments:
-        kind = inst.instrument_type
-        if kind in ("CE", "PE") and inst.expiry is not None and inst.underlying:
-            options.setdefault((inst.underlying.upper(), inst.expiry), []).append(inst)
-        elif kind == "EQ" and inst.underlying:
-            preference = 0 if inst.segment == "INDICES" else 1
-            current = spots.get(inst.underlying.upper())
-            if current is None or preference < current[0]:
-                spots[inst.underlying.upper()] = (preference, int(inst.instrument_token))
-    registry: dict[tuple[str, str], ChainSpec] = {}
-    for (underlying, expiry), items in sorted(options.items()):
-        strikes = np.array(sorted({float(i.strike) for i in items}), dtype=np.float64)
-        index = {k: n for n, k in enumerate(strikes.tolist())}
-        ce = np.zeros(len(strikes), dtype=np.int64)
-        pe = np.zeros(len(strikes), dtype=np.int64)
-        ce_sym = [""] * len(strikes)
-        pe_sym = [""] * len(strikes)
-        for inst in items:
-            n = index[float(inst.strike)]
-            if inst.instrument_type == "CE":
-                ce[n], ce_sym[n] = int(inst.instrument_token), inst.tradingsymbol
-            else:
-                pe[n], pe_sym[n] = int(inst.instrument_token), inst.tradingsymbol
-        spot = spots.get(underlying)
-        spec = ChainSpec(
-            underlying=underlying,
-            expiry=expiry,
-            strikes=strikes,
-            ce_tokens=ce,
-            pe_tokens=pe,
-            ce_symbols=tuple(ce_sym),
-            pe_symbols=tuple(pe_sym),
-            spot_token=spot[1] if spot else None,
-        )
-        registry[spec.key] = spec
-    return registry
 
 
 def _rounded_scalar(value: float, digits: int) -> float | None:
@@ -295,14 +213,12 @@ class ChainBook:
                 changed = exists & (
                     state.changed_since(self._rows[side], self.published_state_seq)
                     | self._greeks_moved(side, side_greeks)
-                    | _differs(recent, self._sent.get(side, {}).get("oi_change_recent"))
+                    | differs(recent, self._sent.get(side, {}).get("oi_change_recent"))
                     | (side_buildup != self._sent.get(side, {}).get("buildup", side_buildup))
                 )
             index = np.flatnonzero(changed)
             if len(index):
-                dicts = self._side_dicts(
-                    symbols, tokens, sides[side], side_greeks, oi_change, recent, side_buildup, index
-                )
+                dicts = side_dicts(symbols, tokens, sides[side], side_greeks, oi_change, recent, side_buildup, index)
                 changed_sides[side] = dict(zip(index.tolist(), dicts, strict=True))
                 self._remember_sent(side, side_greeks, recent, side_buildup, index)
         last_tick_at = float(state.updated_at[self._all_rows].max()) if len(self._all_rows) else None
@@ -467,30 +383,11 @@ class ChainBook:
     def _sides_arrays(self, state: MarketState) -> dict[str, dict[str, np.ndarray]]:
         """`_side_arrays` of each side, gathered for both sides at once (half the numpy calls)."""
         ce_rows = self._rows["CE"]
-        both = self._side_arrays(state, np.concatenate([ce_rows, self._rows["PE"]]))
+        both = side_arrays(state, np.concatenate([ce_rows, self._rows["PE"]]))
         n = len(ce_rows)
         return {
             "CE": {name: values[:n] for name, values in both.items()},
             "PE": {name: values[n:] for name, values in both.items()},
-        }
-
-    def _side_arrays(self, state: MarketState, rows: np.ndarray) -> dict[str, np.ndarray]:
-        ltp = state.column("last_price", rows)
-        bid = _depth(state, rows, "bid_price")
-        ask = _depth(state, rows, "ask_price")
-        ticked = np.zeros(len(rows), dtype=bool)
-        valid = rows >= 0
-        ticked[valid] = state.version[rows[valid]] > 0
-        return {
-            "ltp": ltp,
-            "bid": bid,
-            "ask": ask,
-            "mid": quote_mid(bid, ask, ltp),
-            "close": state.column("close", rows),
-            "oi": np.where(ticked, state.column("oi", rows), np.nan),
-            "volume": np.where(ticked, state.column("volume_traded", rows), np.nan),
-            "updated_at": _updated_at(state, rows, ticked),
-            "ticked": ticked,
         }
 
     def _base_oi_arrays(self, sides: dict[str, dict[str, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
@@ -505,137 +402,6 @@ class ChainBook:
         fill = np.isnan(self._base_oi) & np.isfinite(current)
         self._base_oi[fill] = current[fill]
         return sides["CE"]["oi"] - self._base_oi[:n], sides["PE"]["oi"] - self._base_oi[n:]
-
-    @staticmethod
-    def _side_dicts(
-        symbols: tuple[str, ...],
-        tokens: np.ndarray,
-        arrays: dict[str, np.ndarray],
-        greeks: dict[str, np.ndarray],
-        oi_change: np.ndarray,
-        oi_change_recent: np.ndarray,
-        buildup: np.ndarray,
-        index: np.ndarray,
-    ) -> list[dict[str, Any]]:
-        """Side objects (docs/websocket.md) for the strikes at `index` (all of which have this side)."""
-        # All numeric fields as one float64 matrix (a row per field, in _SIDE_FIELDS order): rounding,
-        # the NaN check and the conversion to Python numbers are then a few numpy calls per side
-        # instead of a few per field. Each value equals per-field rounding
-        # (tests/streaming/ticker/test_chains.py checks it).
-        ltp = arrays["ltp"][index]
-        close = arrays["close"][index]
-        values = np.empty((len(_SIDE_FIELDS), len(index)), dtype=np.float64)
-        values[0] = ltp
-        with np.errstate(invalid="ignore"):
-            values[1] = np.where(close > 0, ltp - close, np.nan)
-        values[2] = arrays["oi"][index]
-        values[3] = oi_change[index]
-        values[4] = oi_change_recent[index]
-        values[5] = arrays["volume"][index]
-        for n, name in enumerate(("iv", "delta", "gamma", "theta", "vega"), start=6):
-            values[n] = greeks[name][index]
-        values[11] = arrays["bid"][index]
-        values[12] = arrays["ask"][index]
-        values[13] = arrays["updated_at"][index]
-        values[14] = greeks["gex"][index]
-        bad = ~np.isfinite(values)
-        ints = np.where(bad[_SIDE_INTS], 0.0, values[_SIDE_INTS]).astype(np.int64).tolist()
-        # np.round(x, d) is rint(x * 10**d) / 10**d: done here for all rows at once, each row with its
-        # own 10**d (the integer rows were taken above).
-        with np.errstate(invalid="ignore", over="ignore"):
-            np.multiply(values, _SIDE_SCALE, out=values)
-            np.rint(values, out=values)
-            np.divide(values, _SIDE_SCALE, out=values)
-        columns: list[list[Any]] = values.tolist()
-        columns[_SIDE_INTS] = ints
-        if bad.any():
-            count = len(index)
-            for field_no in np.flatnonzero(bad.any(axis=1)).tolist():
-                field_bad = bad[field_no]
-                if field_bad.all():  # e.g. the OI window before it has history: the whole row
-                    columns[field_no] = [None] * count
-                else:
-                    column = columns[field_no]
-                    for n in np.flatnonzero(field_bad).tolist():
-                        column[n] = None
-        symbol_list = [symbols[n] for n in index.tolist()]
-        tags = [_BUILDUP_WIRE[code] for code in buildup[index].astype(np.int64).tolist()]
-        # A dict display per side (the keys in SIDE_FIELDS order, which a test checks): about
-        # twice as fast as dict(zip(fields, values)) for the ~200 sides of a typical delta.
-        return [
-            {
-                "instrument_token": token,
-                "tradingsymbol": symbol,
-                "ltp": last,
-                "change": change,
-                "oi": oi,
-                "oi_change": oi_change_value,
-                "oi_change_recent": oi_recent,
-                "volume": volume,
-                "iv": iv,
-                "delta": delta,
-                "gamma": gamma,
-                "theta": theta,
-                "vega": vega,
-                "bid": bid,
-                "ask": ask,
-                "updated_at": updated_at,
-                "gex": gex,
-                "buildup": tag,
-            }
-            for (
-                token,
-                symbol,
-                last,
-                change,
-                oi,
-                oi_change_value,
-                oi_recent,
-                volume,
-                iv,
-                delta,
-                gamma,
-                theta,
-                vega,
-                bid,
-                ask,
-                updated_at,
-                gex,
-                tag,
-            ) in zip(tokens[index].tolist(), symbol_list, *columns, tags, strict=True)
-        ]
-
-
-# The numeric fields of a side object (the wire's SIDE_FIELDS after token and symbol, before the
-# build-up tag), in order: the rows of the matrix in _side_dicts. Rows [lo, hi) are rounded to
-# `digits`, and _SIDE_INTS are integers (truncated toward zero, as int() does).
-_SIDE_FIELDS = SIDE_FIELDS[2:-1]
-_SIDE_ROUNDING = ((0, 2, 2), (6, 7, 5), (7, 8, 4), (8, 9, 6), (9, 11, 3), (11, 13, 2), (13, 14, 3), (14, 15, 0))
-_SIDE_INTS = slice(2, 6)
-_SIDE_SCALE = np.ones((len(_SIDE_FIELDS), 1))  # a column: 10**digits per row of the matrix
-for _lo, _hi, _digits in _SIDE_ROUNDING:
-    _SIDE_SCALE[_lo:_hi] = 10.0**_digits
-
-
-def _differs(new: np.ndarray, old: np.ndarray | None) -> np.ndarray:
-    """Elementwise "changed", with NaN equal to NaN."""
-    if old is None:
-        return np.isfinite(new)
-    with np.errstate(invalid="ignore"):
-        return (np.isnan(new) != np.isnan(old)) | ((new != old) & np.isfinite(new) & np.isfinite(old))
-
-
-def _depth(state: MarketState, rows: np.ndarray, name: str) -> np.ndarray:
-    """Best bid/ask (level 0); NaN where missing or zero (Kite sends 0 for an empty level)."""
-    values = state.ticks[name][np.maximum(rows, 0), 0].astype(np.float64)
-    values[(rows < 0) | ~(values > 0)] = np.nan
-    return values
-
-
-def _updated_at(state: MarketState, rows: np.ndarray, ticked: np.ndarray) -> np.ndarray:
-    values = state.updated_at[np.maximum(rows, 0)].astype(np.float64)
-    values[~ticked] = np.nan
-    return values
 
 
 __all__ = ["ChainBook", "ChainSpec", "build_chain_registry"]

@@ -43,7 +43,7 @@ from asgiref.sync import sync_to_async
 
 from core.calendar import IST
 from core.ticks import TickBatch
-from streaming.contract import DELTA, SERIES_FIELDS, SNAPSHOT
+from streaming.contract import DELTA, SNAPSHOT
 from streaming.status import (
     CHAIN_MESSAGES_TOTAL,
     MALFORMED_TOTAL,
@@ -53,10 +53,11 @@ from streaming.status import (
     publish_local,
     publish_redis,
 )
-from streaming.ticker.chain_analytics import expiry_buckets
-from streaming.ticker.chains import ChainBook, ChainSpec, build_chain_registry
+from streaming.ticker.chain_history import sync_chain_history
+from streaming.ticker.chain_registry import assign_iv_buckets, build_chain_registry, same_chain
+from streaming.ticker.chains import ChainBook
 from streaming.ticker.config import LoopConfig
-from streaming.ticker.dependencies import ChainHistoryRequest, TickerDependencies
+from streaming.ticker.dependencies import TickerDependencies
 from streaming.ticker.leases import LocalLeases, RedisLeases
 from streaming.ticker.market_state import MarketState
 from streaming.ticker.modes import MODES, account_mode, is_market_open, session_day
@@ -363,53 +364,14 @@ class TickerLoop:
     async def sync_chain_history(self) -> None:
         """Hand the chains' new minute points to the recorder, then load what the database holds:
         a restarted ticker's earlier points of the session, and each bucket chain's IV history."""
-        minutes: list[dict[str, Any]] = []
         books = [chain.book for chain in self.chains.values()]
-        for book in books:
-            for point in book.series.drain():
-                minute = dict(zip(("timestamp", *SERIES_FIELDS[1:]), point, strict=True))
-                minute.update(
-                    underlying=book.spec.underlying,
-                    expiry=book.spec.expiry,
-                    is_mock=book.is_mock,
-                    buckets=book.iv_buckets,
-                )
-                minutes.append(minute)
-        if minutes:
-            record = sync_to_async(self.dependencies.chain_minutes_recorder, thread_sensitive=False)
-            try:
-                await record(minutes=minutes)
-            except Exception as exc:  # the database away (a restart): the next minute's go in; these are lost
-                log.warning("could not store %d chain minute points: %s: %s", len(minutes), type(exc).__name__, exc)
-        started = [book for book in books if book.market_ts > 0]
-        if not started:
-            return
-        days = {book.spec.key: dt.datetime.fromtimestamp(book.market_ts, tz=IST).date() for book in started}
-        request = ChainHistoryRequest(
-            series=[
-                (b.spec.underlying, b.spec.expiry, days[b.spec.key])
-                for b in started
-                if self._series_seeded.get(b.spec.key) != days[b.spec.key]
-            ],
-            closes=sorted({(b.spec.underlying, bucket, days[b.spec.key]) for b in started for bucket in b.iv_buckets}),
+        await sync_chain_history(
+            books,
+            dependencies=self.dependencies,
             sessions=self.config.iv_history_sessions,
-            mock=any(b.is_mock for b in started),
+            seeded=self._series_seeded,
             weeklies=self._weeklies,
         )
-        load = sync_to_async(self.dependencies.chain_history_loader, thread_sensitive=False)
-        try:
-            history = await load(request)
-        except Exception as exc:  # the database away: the next pass tries again
-            log.warning("could not load the chains' history: %s: %s", type(exc).__name__, exc)
-            return
-        for book in started:
-            key, day = book.spec.key, days[book.spec.key]
-            points = history.series.get((book.spec.underlying, book.spec.expiry))
-            if points is not None:
-                book.series.seed(day, points)
-                self._series_seeded[key] = day
-            if book.iv_bucket is not None:
-                book.set_iv_history(history.closes.get((book.spec.underlying, book.iv_bucket), []))
 
     # --- reloads: plan → sources --------------------------------------------------------------------
     async def perform_reload(self, request_ids: list[str]) -> None:
@@ -462,7 +424,7 @@ class TickerLoop:
         chains: dict[tuple[str, str], _Chain] = {}
         for key, spec in registry.items():
             existing = self.chains.get(key)
-            if existing is not None and _same_spec(existing.book.spec, spec):
+            if existing is not None and same_chain(existing.book.spec, spec):
                 chains[key] = existing
                 continue
             book = ChainBook(
@@ -481,23 +443,7 @@ class TickerLoop:
         self._dirty.set()
 
     def _assign_buckets(self) -> None:
-        """Per underlying: which chains stand for the nearest weekly/monthly IV history, and one shared
-        term-structure dict for its chains' headers."""
-        by_underlying: dict[str, list[ChainBook]] = {}
-        for chain in self.chains.values():
-            by_underlying.setdefault(chain.book.spec.underlying, []).append(chain.book)
-        self._weeklies = {}
-        for underlying, books in by_underlying.items():
-            buckets = expiry_buckets([b.spec.expiry for b in books])
-            term: dict[str, list[Any]] = {}
-            for book in books:
-                book.iv_buckets = buckets[book.spec.expiry]
-                book.iv_bucket = book.iv_buckets[0] if book.iv_buckets else None
-                book.term_structure = term
-            # An underlying lists weeklies when one of its expiries is not the last of its month.
-            self._weeklies[underlying] = any(
-                (b.spec.expiry + dt.timedelta(days=7)).month == b.spec.expiry.month for b in books
-            )
+        self._weeklies = assign_iv_buckets([chain.book for chain in self.chains.values()])
 
     # --- auth failures -------------------------------------------------------------------------------
     async def _on_auth_failure(self, source: KiteConnectionSource, error: Exception) -> None:
@@ -517,15 +463,6 @@ class TickerLoop:
     def _backfill_new_sessions(self) -> None:
         today = self.now().astimezone(IST).date()
         self.backfills.start_new(plan=self.plan, account_ids=self.account_modes, today=today)
-
-
-def _same_spec(a: ChainSpec, b: ChainSpec) -> bool:
-    return (
-        a.spot_token == b.spot_token
-        and np.array_equal(a.strikes, b.strikes)
-        and np.array_equal(a.ce_tokens, b.ce_tokens)
-        and np.array_equal(a.pe_tokens, b.pe_tokens)
-    )
 
 
 __all__ = ["MODES", "LoopConfig", "TickerLoop", "account_mode", "is_market_open", "session_day"]

@@ -8,13 +8,8 @@ import pytest
 
 from history.models import BackfillRun, Candle, CandleCoverage
 from history.rate_limit import SAFETY_FACTOR, LocalRateLimiter
-from history.services.backfill import (
-    HistoricalBootstrapper,
-    KiteCandleSource,
-    MockCandleSource,
-    RetryPolicy,
-    SourceUnavailable,
-)
+from history.services.backfill import HistoricalBootstrapper
+from history.services.candle_sources import KiteCandleSource, MockCandleSource, RetryPolicy, SourceUnavailable
 from mocking.simulator.rest import rest_stats
 from mocking.simulator.server import start_simulator
 from tests.history.sim import ACCESS_TOKEN, API_KEY, SessionCandleMarket, make_state
@@ -276,7 +271,7 @@ def test_progress_callback_sees_every_request(sim, subscribed):
 def test_a_caller_that_stops_the_run_early_gets_a_partial_run_without_an_error_and_the_next_run_resumes(
     sim, subscribed, caplog
 ):
-    from history.services.backfill import BackfillCancelled
+    from history.services.candle_sources import BackfillCancelled
 
     def stop_after_first_request(run, advanced):
         if run.requests_done >= 1:
@@ -299,7 +294,7 @@ def test_a_caller_that_stops_the_run_early_gets_a_partial_run_without_an_error_a
 
 
 def test_default_source_marks_the_account_auth_failed_when_kite_rejects_its_token(sim, subscribed, settings):
-    from history.services.backfill import default_source
+    from history.services.candle_sources import default_source
     from subscriptions.models import TradingAccount
 
     settings.KITE_API_ROOT = sim.http_url
@@ -315,7 +310,7 @@ def test_default_source_marks_the_account_auth_failed_when_kite_rejects_its_toke
 
 
 def test_default_source_is_the_mock_market_without_a_live_account(subscribed):
-    from history.services.backfill import default_source
+    from history.services.candle_sources import default_source
 
     assert isinstance(default_source(), MockCandleSource)
 

@@ -9,7 +9,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
 from history.models import BackfillRun
-from history.services.backfill import HistoricalBootstrapper, MockCandleSource, backfill_request_check
+from history.services.backfill import HistoricalBootstrapper, backfill_request_check
+from history.services.candle_sources import MockCandleSource
 from history.services.chunking import MAX_DAYS_PER_REQUEST
 from history.tasks import BACKFILL_LOCK
 from tickerproject.platform.locks import task_lock

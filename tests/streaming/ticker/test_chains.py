@@ -10,6 +10,7 @@ import numpy as np
 
 from core import greeks as pricing
 from core.ticks import MODE_FULL, MODE_LTP, TickBatch, empty_ticks
+from streaming.ticker.chain_sides import side_dicts
 from streaming.ticker.chains import ChainBook, build_chain_registry
 from streaming.ticker.market_state import MarketState
 
@@ -253,7 +254,7 @@ def _ints(values: np.ndarray) -> list[int | None]:
 
 
 def test_side_objects_are_each_field_rounded_on_its_own_with_none_for_nan():
-    # _side_dicts rounds all fields as one matrix; each value must be what _rounded/_ints give.
+    # side_dicts rounds all fields as one matrix; each value must be what _rounded/_ints give.
 
     rng = np.random.default_rng(7)
     n = 9
@@ -274,7 +275,7 @@ def test_side_objects_are_each_field_rounded_on_its_own_with_none_for_nan():
     tokens = np.arange(100, 100 + n, dtype=np.int64)
     symbols = tuple(f"S{k}" for k in range(n))
     index = np.array([0, 1, 3, 5, 6, 7, 8])
-    sides = ChainBook._side_dicts(symbols, tokens, arrays, greeks, oi_change, recent, buildup, index)
+    sides = side_dicts(symbols, tokens, arrays, greeks, oi_change, recent, buildup, index)
 
     close = arrays["close"][index]
     with np.errstate(invalid="ignore"):
